@@ -1,1 +1,63 @@
-"""anchorlens."""
+"""anchorlens: "Label Words are Anchors" (Wang et al., EMNLP 2023) for TransformerLens.
+
+Quick start::
+
+    import anchorlens as al
+    model = al.load_model("smollm2-135m")          # offline; or any TransformerLens name
+    task = al.load_task("sst2")
+    prompts = al.build_prompts(model, task, n=100, shots=1, seed=42)
+    pred = al.predict(model, prompts)
+    pred.accuracy
+"""
+
+from anchorlens.errors import AnchorlensError
+from anchorlens.metrics import Predictions, accuracy, label_loyalty, word_loyalty
+from anchorlens.models import load_model, tiny_model, tiny_tokenizer
+from anchorlens.prompts import (
+    Demonstrations,
+    IclPrompt,
+    PromptBatch,
+    PromptSet,
+    build_prompt,
+    build_prompts,
+    collate,
+    iter_batches,
+    label_token_ids,
+    resample_demonstrations,
+    sample_demonstrations,
+    sample_test,
+)
+from anchorlens.runner import predict, target_logits
+from anchorlens.tasks import BUILTIN_TASKS, Example, Task, load_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILTIN_TASKS",
+    "AnchorlensError",
+    "Demonstrations",
+    "Example",
+    "IclPrompt",
+    "Predictions",
+    "PromptBatch",
+    "PromptSet",
+    "Task",
+    "__version__",
+    "accuracy",
+    "build_prompt",
+    "build_prompts",
+    "collate",
+    "iter_batches",
+    "label_loyalty",
+    "label_token_ids",
+    "load_model",
+    "load_task",
+    "predict",
+    "resample_demonstrations",
+    "sample_demonstrations",
+    "sample_test",
+    "target_logits",
+    "tiny_model",
+    "tiny_tokenizer",
+    "word_loyalty",
+]

@@ -64,7 +64,7 @@ def accuracy(pred: Predictions) -> float:
         raise AnchorlensError("accuracy of zero predictions is undefined.")
     if bool((pred.labels < 0).any()):
         raise AnchorlensError("Some prompts have no gold label (-1); accuracy needs labelled queries.")
-    return float((pred.predictions == pred.labels).float().mean())
+    return float((pred.predictions == pred.labels).double().mean())
 
 
 def _check_pair(pred: Predictions, ref: Predictions) -> None:
@@ -77,7 +77,7 @@ def _check_pair(pred: Predictions, ref: Predictions) -> None:
 def label_loyalty(pred: Predictions, ref: Predictions) -> float:
     """Share of examples where ``pred`` predicts the same class as the reference run ``ref``."""
     _check_pair(pred, ref)
-    return float((pred.predictions == ref.predictions).float().mean())
+    return float((pred.predictions == ref.predictions).double().mean())
 
 
 def word_loyalty(pred: Predictions, ref: Predictions, k: int | None = None) -> float:

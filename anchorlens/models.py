@@ -39,7 +39,9 @@ def quiet_deprecation() -> Iterator[None]:
     """Silence TransformerLens 3.x's one "HookedTransformer is deprecated" warning, and nothing else."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", message=r"HookedTransformer(\.from_pretrained)? is deprecated", category=DeprecationWarning
+            "ignore",
+            message=r"HookedTransformer(\.from_pretrained)? is deprecated",
+            category=DeprecationWarning,
         )
         yield
 
@@ -127,7 +129,9 @@ def load_smollm2_hf(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     return hf_model, tokenizer
 
 
-def smollm2_config(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformerConfig:
+def smollm2_config(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedTransformerConfig:
     """The hand-built TransformerLens config of SmolLM2-135M (values from the GGUF metadata)."""
     return HookedTransformerConfig(
         model_name="SmolLM2-135M-Instruct",

@@ -247,7 +247,9 @@ def sample_test(task: Task, n: int | None = None, seed: int = 42, shuffle: bool 
     return [task.test[int(i)] for i in order]
 
 
-def resample_demonstrations(task: Task, n_queries: int, shots: int = 1, seed: int = 42) -> list[list[Example]]:
+def resample_demonstrations(
+    task: Task, n_queries: int, shots: int = 1, seed: int = 42
+) -> list[list[Example]]:
     """Per-query demonstrations as the paper's saliency script draws them: ``shots`` per class with
     replacement for every query, then one seeded permutation applied to every query's set (so the class
     order is the same within a seed)."""
@@ -417,7 +419,7 @@ def build_prompts(
 
 
 def collate(
-    prompts: Sequence[IclPrompt], pad_token_id: int, padding_side: PaddingSide = "right", device: Any = None
+    prompts: Sequence[IclPrompt], pad_token_id: int, padding_side: str = "right", device: Any = None
 ) -> PromptBatch:
     """Pad prompts into one batch; positions are shifted so they index the padded tokens.
 
@@ -430,7 +432,9 @@ def collate(
         raise AnchorlensError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
     n_demo = {len(p.demo_labels) for p in prompts}
     if len(n_demo) > 1 or len({p.label_token_ids for p in prompts}) > 1:
-        raise AnchorlensError("All prompts in a batch need the same number of demonstrations and label words.")
+        raise AnchorlensError(
+            "All prompts in a batch need the same number of demonstrations and label words."
+        )
     width = max(len(p) for p in prompts)
     tokens = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -443,13 +447,15 @@ def collate(
     target = torch.tensor([p.target for p in prompts]) + offset
     label_pos = torch.tensor([p.label_positions for p in prompts], dtype=torch.long).reshape(len(prompts), -1)
     demo_labels = torch.tensor([p.demo_labels for p in prompts], dtype=torch.long).reshape(len(prompts), -1)
-    batch = PromptBatch(tokens, mask, target, label_pos + offset[:, None], demo_labels, offset, tuple(prompts))
-    if device is not None:
-        batch = PromptBatch(
-            *(t.to(device) for t in (tokens, mask, target, batch.label_positions, demo_labels, offset)),
-            prompts=tuple(prompts),
-        )
-    return batch
+    return PromptBatch(
+        tokens=tokens.to(device),
+        attention_mask=mask.to(device),
+        target=target.to(device),
+        label_positions=(label_pos + offset[:, None]).to(device),
+        demo_labels=demo_labels.to(device),
+        offset=offset.to(device),
+        prompts=tuple(prompts),
+    )
 
 
 def iter_batches(

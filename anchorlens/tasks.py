@@ -247,7 +247,7 @@ def load_task(
     if use_hf and data_dir is None:
         try:
             return _load_hf_task(name, spec)
-        except Exception as e:  # noqa: BLE001 - any failure here means "not reachable"; report it below
+        except Exception as e:
             hf_error = f"{type(e).__name__}: {e}"[:300]
     raise AnchorlensError(
         f"No data for task {name!r}. Looked for train.jsonl and test.jsonl in: {', '.join(looked)}; "

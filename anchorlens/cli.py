@@ -1,0 +1,163 @@
+"""The ``anchorlens`` command line: one sub-command per experiment.
+
+anchorlens predict --model smollm2-135m --task sst2 --shots 1 --n 100 --seed 42 --out runs/predict
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anchorlens.errors import AnchorlensError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and data")
+    g.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="'smollm2-135m' (offline, bundled) or any TransformerLens model name, e.g. gpt2-xl "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--task",
+        default="sst2",
+        help="sst2, trec, agnews, emoc, or a folder with task.json, train.jsonl, test.jsonl (default: %(default)s)",
+    )
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding <task>/train.jsonl and test.jsonl (default: $ANCHORLENS_DATA, then ../shared/data)",
+    )
+    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    g.add_argument(
+        "--dtype", default="float32", help="model dtype: float32, bfloat16, float16 (default: %(default)s)"
+    )
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache of converted offline weights (default: $ANCHORLENS_CACHE or ~/.cache/anchorlens)",
+    )
+    g = p.add_argument_group("prompts")
+    g.add_argument("--shots", type=int, default=1, help="demonstrations per class (default: %(default)s)")
+    g.add_argument("--n", type=int, default=100, help="number of test queries (default: %(default)s)")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seeds the demonstrations and the test sample (default: %(default)s)",
+    )
+    g.add_argument(
+        "--test-order",
+        choices=("paper", "file"),
+        default="paper",
+        help="'paper': a seeded shuffle of the test split, as the paper; 'file': the first N in file order",
+    )
+    g.add_argument(
+        "--on-overflow",
+        choices=("error", "drop"),
+        default="error",
+        help="prompts longer than the model's context: stop with an error, or drop and count them",
+    )
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--batch-size", type=int, default=8, help="prompts per forward pass (default: %(default)s)"
+    )
+    g.add_argument("--padding-side", choices=("right", "left"), default="right", help="default: %(default)s")
+    g.add_argument("--out", required=True, help="output folder (created if missing)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anchorlens",
+        description="Label words are anchors (Wang et al., EMNLP 2023) on TransformerLens models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "predict",
+        help="in-context-learning predictions and accuracy",
+        description="Predict the test queries with k-shot ICL prompts; writes OUT/predict.json.",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    from anchorlens.models import load_model
+    from anchorlens.tasks import load_task
+
+    task = load_task(args.task, args.data_dir)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
+    return model, task
+
+
+def _write(out: str, name: str, payload: dict[str, Any]) -> Path:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from anchorlens.prompts import build_prompts
+    from anchorlens.runner import predict
+
+    model, task = _setup(args)
+    prompts = build_prompts(
+        model,
+        task,
+        n=args.n,
+        shots=args.shots,
+        seed=args.seed,
+        on_overflow=args.on_overflow,
+        shuffle_test=args.test_order == "paper",
+    )
+    t0 = time.perf_counter()
+    pred = predict(
+        model, prompts, batch_size=args.batch_size, padding_side=args.padding_side, progress=not args.quiet
+    )
+    seconds = time.perf_counter() - t0
+    demos = prompts.demonstrations
+    payload = {
+        "model": args.model,
+        "task": task.name,
+        "n": len(prompts),
+        "n_dropped": prompts.n_dropped,
+        "seed": args.seed,
+        "shots": args.shots,
+        "test_order": args.test_order,
+        "label_words": list(task.label_words),
+        "label_names": list(task.label_names),
+        "demonstrations": [{"text": d.text, "label": d.label} for d in demos.demos] if demos else [],
+        "seconds": round(seconds, 3),
+        **pred.to_json(),
+    }
+    path = _write(args.out, "predict.json", payload)
+    correct = int((pred.predictions == pred.labels).sum())
+    print(
+        f"{task.name} {args.model} {args.shots}-shot n={len(prompts)} seed={args.seed}: "
+        f"accuracy {pred.accuracy:.3f} ({correct}/{len(prompts)}) in {seconds:.1f} s -> {path}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AnchorlensError as e:
+        print(f"anchorlens: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import anchorlens as al
+from anchorlens import cli
+
+
+def _user_task(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "task.json").write_text(
+        json.dumps(
+            {"template": "Review: {text}\nSentiment:{label}", "label_words": [" Negative", " Positive"]}
+        )
+    )
+    rows = [("it was good", 1), ("a great film", 1), ("very bad", 0), ("not good", 0)]
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    (folder / "test.jsonl").write_text(
+        "".join(json.dumps({"text": t + " movie", "label": y}) + "\n" for t, y in rows)
+    )
+    return folder
+
+
+def test_predict_writes_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model())
+    task = _user_task(tmp_path / "mytask")
+    rc = cli.main(
+        [
+            "predict",
+            "--model",
+            "x",
+            "--task",
+            str(task),
+            "--n",
+            "3",
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    out = json.loads((tmp_path / "o" / "predict.json").read_text())
+    assert {"model", "task", "n", "seed", "accuracy", "predictions", "labels"} <= set(out)
+    assert out["n"] == 3 and len(out["predictions"]) == 3 and out["task"] == "mytask"
+    assert out["accuracy"] == sum(p == y for p, y in zip(out["predictions"], out["labels"], strict=True)) / 3
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["predict", "--task", "nope", "--out", str(tmp_path)]) == 2
+    assert "Unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    text = capsys.readouterr().out
+    for flag in [
+        "--model",
+        "--task",
+        "--shots",
+        "--n",
+        "--seed",
+        "--out",
+        "--data-dir",
+        "--batch-size",
+        "--on-overflow",
+    ]:
+        assert flag in text
+
+
+@pytest.mark.real
+def test_predict_smoke_on_the_real_model(tmp_path: Path, smollm2) -> None:  # type: ignore[no-untyped-def]
+    rc = cli.main(
+        [
+            "predict",
+            "--model",
+            "smollm2-135m",
+            "--task",
+            "sst2",
+            "--n",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    out = json.loads((tmp_path / "predict.json").read_text())
+    assert rc == 0 and out["n"] == 8 and 0.0 <= out["accuracy"] <= 1.0
+    assert out["labels"] == [e.label for e in al.sample_test(al.load_task("sst2"), 8, seed=42)]

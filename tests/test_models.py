@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import anchorlens as al
+from anchorlens.models import default_cache_dir, load_smollm2_hf
+
+
+def test_tiny_models_are_offline_and_configurable() -> None:
+    m = al.tiny_model(positional_embedding_type="rotary", n_key_value_heads=2, n_layers=3)
+    assert (
+        m.cfg.n_layers == 3 and m.cfg.n_key_value_heads == 2 and m.cfg.positional_embedding_type == "rotary"
+    )
+    assert m.cfg.default_prepend_bos is False
+    toks = m.to_tokens("Review: good\nSentiment:", prepend_bos=False)
+    assert m.to_str_tokens(toks[0]) == ["Review", ":", " good", "\n", "Sentiment", ":"]
+    assert m(toks).shape == (1, 6, m.cfg.d_vocab)
+
+
+def test_tiny_tokenizer_marks_unknown_characters() -> None:
+    tok = al.tiny_tokenizer()
+    assert tok.unk_token_id in tok("é", add_special_tokens=False)["input_ids"]
+
+
+def test_unknown_model_name() -> None:
+    with pytest.raises(al.AnchorlensError, match=r"Unknown model 'no-such-model'.*smollm2-135m"):
+        al.load_model("no-such-model")
+
+
+def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ANCHORLENS_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path
+
+
+@pytest.mark.real
+def test_offline_model_matches_dequantized_hf_logits(smollm2) -> None:  # type: ignore[no-untyped-def]
+    hf, tok = load_smollm2_hf()
+    text = "Review: a moving, wonderful film\nSentiment: Positive\nReview: dull and long\nSentiment:"
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        ref = hf(ids).logits
+        got = smollm2(ids)
+    diff = (ref - got).abs().max().item()
+    print(f"max |logit diff| HF vs HookedTransformer: {diff:.2e}")
+    assert diff < 1e-3
+    assert torch.equal(ref.argmax(-1), got.argmax(-1))
+    cfg = smollm2.cfg
+    assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head) == (30, 9, 3, 64)
+    assert cfg.default_prepend_bos is False
+
+
+@pytest.mark.real
+def test_offline_model_second_load_is_cached(smollm2) -> None:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    again = al.load_model("smollm2-135m", device="cpu")
+    print(f"cached load: {time.perf_counter() - t0:.1f} s")
+    assert torch.equal(again.W_E, smollm2.W_E)
+    assert torch.equal(again.blocks[3].attn.W_Q, smollm2.blocks[3].attn.W_Q)
