@@ -28,6 +28,7 @@ from anchorlens.prompts import (
     sample_test,
 )
 from anchorlens.runner import predict, target_logits
+from anchorlens.saliency import SaliencyResult, saliency
 from anchorlens.tasks import BUILTIN_TASKS, Example, Task, load_task
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "Predictions",
     "PromptBatch",
     "PromptSet",
+    "SaliencyResult",
     "Task",
     "__version__",
     "accuracy",
@@ -54,6 +56,7 @@ __all__ = [
     "load_task",
     "predict",
     "resample_demonstrations",
+    "saliency",
     "sample_demonstrations",
     "sample_test",
     "target_logits",

@@ -6,6 +6,7 @@ anchorlens predict --model smollm2-135m --task sst2 --shots 1 --n 100 --seed 42 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 import time
@@ -86,6 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "saliency",
+        help="information flow S_wp, S_pq, S_ww per layer (paper section 2.1, Figure 3)",
+        description="Attention x gradient saliency per layer; writes OUT/saliency.json, OUT/saliency.png "
+        "(Figure 3) and OUT/flow.html (the first prompt's token-to-token flows, offline).",
+    )
+    _common(p)
+    p.add_argument(
+        "--demos",
+        choices=("resample", "fixed"),
+        default="resample",
+        help="'resample': new demonstrations per query, as the paper's saliency script; 'fixed': one set per seed",
+    )
+    p.add_argument(
+        "--heads",
+        choices=("sum", "abs"),
+        default="sum",
+        help="'sum': |sum over heads of A*dL/dA| (the paper); 'abs': sum of per-head absolute values",
+    )
+    p.set_defaults(func=cmd_saliency, batch_size=4)
     return parser
 
 
@@ -146,6 +168,70 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"{task.name} {args.model} {args.shots}-shot n={len(prompts)} seed={args.seed}: "
         f"accuracy {pred.accuracy:.3f} ({correct}/{len(prompts)}) in {seconds:.1f} s -> {path}"
     )
+    return 0
+
+
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from anchorlens.prompts import build_prompts
+    from anchorlens.render import (
+        flow_diagram,
+        plot_saliency,
+        saliency_heads_view,
+        saliency_tokens_view,
+        save_html,
+    )
+    from anchorlens.saliency import saliency
+
+    model, task = _setup(args)
+    prompts = build_prompts(
+        model,
+        task,
+        n=args.n,
+        shots=args.shots,
+        seed=args.seed,
+        resample=args.demos == "resample",
+        on_overflow=args.on_overflow,
+        shuffle_test=args.test_order == "paper",
+    )
+    t0 = time.perf_counter()
+    result = saliency(
+        model,
+        prompts,
+        batch_size=args.batch_size,
+        heads=args.heads,
+        padding_side=args.padding_side,
+        progress=not args.quiet,
+    )
+    seconds = time.perf_counter() - t0
+    payload = {
+        "model": args.model,
+        "task": task.name,
+        "n": len(prompts),
+        "n_dropped": prompts.n_dropped,
+        "seed": args.seed,
+        "shots": args.shots,
+        "demos": args.demos,
+        "seconds": round(seconds, 3),
+        **result.to_json(),
+    }
+    path = _write(args.out, "saliency.json", payload)
+    title = f"{task.name}, {args.model}, {args.shots}-shot, n={len(prompts)}"
+    plot_saliency(result, title=title, path=Path(args.out) / "saliency.png")
+    first = saliency(model, prompts[:1], heads=args.heads, keep="layers")
+    assert first.matrices is not None
+    m = first.matrices[0]
+    save_html(
+        Path(args.out) / "flow.html",
+        f"<h2>Information flow in the first prompt ({html.escape(title)})</h2>",
+        flow_diagram(model, prompts[0], m, title="Per layer: arcs thickness = saliency"),
+        "<h3>Saliency matrices, one per layer (circuitsvis)</h3>",
+        saliency_heads_view(model, prompts[0], m),
+        "<h3>Per token: flow into the label words / to the target, per layer (circuitsvis)</h3>",
+        saliency_tokens_view(model, prompts[0], m),
+        title=f"anchorlens saliency: {title}",
+    )
+    thirds = ", ".join(f"{t['third']}: {t['dominant']}" for t in payload["thirds"])
+    print(f"{title}: dominant flow per third of the layers: {thirds} ({seconds:.1f} s) -> {path}")
     return 0
 
 

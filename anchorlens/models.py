@@ -290,6 +290,7 @@ def tiny_model(
     n_ctx: int = 256,
     attn_only: bool = False,
     seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> HookedTransformer:
     """A small random ``HookedTransformer`` with :func:`tiny_tokenizer`, for tests and examples.
 
@@ -319,6 +320,7 @@ def tiny_model(
         tokenizer_prepends_bos=False,
         seed=seed,
         device="cpu",
+        dtype=dtype,
         initializer_range=0.1,
     )
     with quiet_deprecation():

@@ -462,6 +462,22 @@ def iter_batches(
     model: Any, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
 ) -> Iterator[PromptBatch]:
     """Batches of ``prompts`` in order, on the model's device, padded with the tokenizer's pad id."""
+    for _, batch in _batches(model, prompts, batch_size, padding_side, list(range(len(prompts)))):
+        yield batch
+
+
+def sorted_batches(
+    model: Any, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
+) -> Iterator[tuple[list[int], PromptBatch]]:
+    """``(indices, batch)`` pairs over prompts grouped by length (longest first), so little compute goes
+    to padding; ``indices`` says which prompts each batch row holds."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    yield from _batches(model, prompts, batch_size, padding_side, order)
+
+
+def _batches(
+    model: Any, prompts: Sequence[IclPrompt], batch_size: int, padding_side: PaddingSide, order: list[int]
+) -> Iterator[tuple[list[int], PromptBatch]]:
     if batch_size < 1:
         raise AnchorlensError(f"batch_size must be >= 1, got {batch_size}.")
     tokenizer = getattr(model, "tokenizer", None)
@@ -469,5 +485,6 @@ def iter_batches(
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None) or 0
     device = getattr(getattr(model, "cfg", None), "device", None)
-    for i in range(0, len(prompts), batch_size):
-        yield collate(prompts[i : i + batch_size], pad, padding_side, device)
+    for i in range(0, len(order), batch_size):
+        index = order[i : i + batch_size]
+        yield index, collate([prompts[j] for j in index], pad, padding_side, device)

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from anchorlens._typing import VocabLogits
 from anchorlens.metrics import Predictions
-from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, iter_batches
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
 
 FwdHooks = Sequence[tuple[Any, Any]]
 
@@ -57,7 +57,8 @@ def predict(
 
         raise AnchorlensError("No prompts to predict (were they all dropped as too long?).")
     ids = torch.tensor(prompts[0].label_token_ids)
-    label_logits, topk = [], []
+    label_logits = torch.zeros(len(prompts), len(ids))
+    topk = torch.zeros(len(prompts), top_k, dtype=torch.long)
     bar = tqdm(
         total=len(prompts),
         desc=progress if isinstance(progress, str) else "predict",
@@ -65,13 +66,13 @@ def predict(
         unit="prompt",
     )
     with torch.no_grad(), bar:
-        for batch in iter_batches(model, prompts, batch_size, padding_side):
+        for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
             logits = target_logits(model, batch, fwd_hooks).float().cpu()
-            label_logits.append(logits[:, ids])
-            topk.append(logits.topk(top_k, dim=-1).indices)
+            label_logits[index] = logits[:, ids]
+            topk[index] = logits.topk(top_k, dim=-1).indices
             bar.update(len(batch))
     return Predictions(
-        label_logits=torch.cat(label_logits),
-        topk=torch.cat(topk),
+        label_logits=label_logits,
+        topk=topk,
         labels=torch.tensor([p.label for p in prompts]),
     )

@@ -95,3 +95,30 @@ def test_predict_smoke_on_the_real_model(tmp_path: Path, smollm2) -> None:  # ty
     out = json.loads((tmp_path / "predict.json").read_text())
     assert rc == 0 and out["n"] == 8 and 0.0 <= out["accuracy"] <= 1.0
     assert out["labels"] == [e.label for e in al.sample_test(al.load_task("sst2"), 8, seed=42)]
+
+
+def test_saliency_writes_json_png_and_offline_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
+    task = _user_task(tmp_path / "mytask")
+    out = tmp_path / "o"
+    rc = cli.main(["saliency", "--task", str(task), "--n", "3", "--out", str(out), "--quiet"])
+    assert rc == 0
+    js = json.loads((out / "saliency.json").read_text())
+    for key in [
+        "model",
+        "task",
+        "n",
+        "seed",
+        "n_layers",
+        "S_wp",
+        "S_pq",
+        "S_ww",
+        "S_wp_norm",
+        "S_pq_norm",
+        "S_ww_norm",
+    ]:
+        assert key in js
+    assert js["n_layers"] == 3 and len(js["S_pq_norm"]) == 3 and js["demos"] == "resample"
+    assert (out / "saliency.png").read_bytes()[:4] == b"\x89PNG"
+    page = (out / "flow.html").read_text()
+    assert "<svg" in page and "unpkg.com" not in page and "circuits-vis" in page

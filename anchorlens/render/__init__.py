@@ -1,0 +1,19 @@
+"""Pictures of results: matplotlib replicas of the paper's figures and offline HTML flow views."""
+
+from anchorlens.render.figures import plot_saliency
+from anchorlens.render.flows import (
+    flow_diagram,
+    saliency_heads_view,
+    saliency_tokens_view,
+    save_html,
+    token_strings,
+)
+
+__all__ = [
+    "flow_diagram",
+    "plot_saliency",
+    "saliency_heads_view",
+    "saliency_tokens_view",
+    "save_html",
+    "token_strings",
+]

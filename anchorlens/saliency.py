@@ -1,0 +1,241 @@
+"""Information flow by attention x gradient saliency (paper section 2.1, Figure 3).
+
+For layer l, ``I_l = | sum_h A_{h,l} * dL/dA_{h,l} |`` with ``A`` the post-softmax attention and ``L`` the
+cross-entropy of the label-restricted logits at the target against the gold label. ``I_l(i, j)`` says how
+much the loss depends on the information flowing from token j to token i in layer l. Three means over
+pair sets summarise it per layer (diagonal excluded, token 0 kept):
+
+- ``S_wp``: text -> label words, pairs ``(p_k, j)`` with ``j < p_k``;
+- ``S_pq``: label words -> target, pairs ``(q, p_k)``;
+- ``S_ww``: every other causal pair ``(i, j)``, ``j < i <= q``.
+
+The paper's claim: S_wp dominates shallow layers, S_pq deep layers. Its figures normalise the three
+per-example-averaged curves to sum to 1 per layer (:meth:`SaliencyResult.normalized`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from anchorlens.errors import AnchorlensError
+from anchorlens.hooks import gradient_multiplier_hooks
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
+from anchorlens.runner import FwdHooks, target_logits
+
+HeadReduction = Literal["sum", "abs"]
+Keep = Literal["none", "layers", "heads"]
+FlowMasks = Bool[Tensor, "batch query key"]
+Saliency = Float[Tensor, "layer batch query key"]
+
+
+@dataclass(frozen=True)
+class SaliencyResult:
+    """Per-example, per-layer information flows.
+
+    Attributes:
+        S_wp: ``[n, layer]`` mean saliency of text -> label-word pairs.
+        S_pq: ``[n, layer]`` mean saliency of label-word -> target pairs.
+        S_ww: ``[n, layer]`` mean saliency of all other causal pairs.
+        heads: ``"sum"`` (paper: absolute value of the head sum) or ``"abs"`` (sum of per-head absolutes).
+        matrices: Only when asked: per prompt, ``[layer, query, key]`` saliency (``keep="layers"``) or
+            ``[layer, head, query, key]`` (``keep="heads"``, signed per-head ``A * dL/dA``), unpadded.
+    """
+
+    S_wp: Float[Tensor, "n layer"]
+    S_pq: Float[Tensor, "n layer"]
+    S_ww: Float[Tensor, "n layer"]
+    heads: str = "sum"
+    matrices: tuple[Tensor, ...] | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.S_wp.shape[1])
+
+    def curves(self) -> dict[str, Float[Tensor, " layer"]]:
+        """The three flows per layer, averaged over examples."""
+        return {"S_wp": self.S_wp.mean(0), "S_pq": self.S_pq.mean(0), "S_ww": self.S_ww.mean(0)}
+
+    def normalized(self) -> dict[str, Float[Tensor, " layer"]]:
+        """The averaged curves scaled to sum to 1 per layer (the paper's "relative sizes")."""
+        c = self.curves()
+        total = c["S_wp"] + c["S_pq"] + c["S_ww"]
+        return {f"{k}_norm": v / total.clamp_min(torch.finfo(v.dtype).tiny) for k, v in c.items()}
+
+    def thirds(self) -> list[dict[str, Any]]:
+        """The paper's claim per third of the network (shallow, middle, deep): mean normalised S_wp and
+        S_pq there, and which dominates. The claim: S_wp in the shallow third, S_pq in the deep third."""
+        norm = self.normalized()
+        bounds = [0, round(self.n_layers / 3), round(2 * self.n_layers / 3), self.n_layers]
+        out = []
+        for name, a, b in zip(("shallow", "middle", "deep"), bounds[:-1], bounds[1:], strict=True):
+            wp, pq = float(norm["S_wp_norm"][a:b].mean()), float(norm["S_pq_norm"][a:b].mean())
+            out.append(
+                {
+                    "third": name,
+                    "layers": [a, b - 1],
+                    "S_wp_norm": wp,
+                    "S_pq_norm": pq,
+                    "dominant": "S_wp" if wp > pq else "S_pq",
+                }
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n_layers": self.n_layers, "heads": self.heads}
+        for k, v in {**self.curves(), **self.normalized()}.items():
+            out[k] = [float(x) for x in v]
+        thirds = self.thirds()
+        out["thirds"] = thirds
+        out["claim_holds"] = {
+            "shallow_S_wp_dominates": thirds[0]["dominant"] == "S_wp",
+            "deep_S_pq_dominates": thirds[2]["dominant"] == "S_pq",
+        }
+        return out
+
+
+@contextmanager
+def frozen(model: Any) -> Iterator[None]:
+    """Parameters stop requiring grad inside (so the backward pass computes only what saliency needs,
+    and nothing ever lands in ``.grad``); restored on exit, even after an exception."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def flow_masks(batch: PromptBatch, width: int) -> tuple[FlowMasks, FlowMasks, FlowMasks]:
+    """Boolean ``[batch, query, key]`` masks of the pair sets C_wp, C_pq and C_ww (padded coordinates)."""
+    ar = torch.arange(width, device=batch.tokens.device)
+    real = batch.attention_mask.bool()
+    q = batch.target
+    causal = ar[None, :, None] > ar[None, None, :]
+    valid = causal & real[:, :, None] & real[:, None, :] & (ar[None, :, None] <= q[:, None, None])
+    rows = torch.arange(len(batch), device=ar.device)[:, None]
+    is_label = torch.zeros_like(real)
+    is_label[rows, batch.label_positions] = True
+    wp = valid & is_label[:, :, None]
+    pq = torch.zeros_like(valid)
+    pq[rows, q[:, None], batch.label_positions] = True
+    ww = valid & ~wp & ~pq
+    return wp, pq, ww
+
+
+def batch_saliency(
+    model: Any,
+    batch: PromptBatch,
+    *,
+    per_head: bool = False,
+    fwd_hooks: FwdHooks = (),
+) -> Float[Tensor, "layer batch head query key"]:
+    """``A * dL/dA`` for every layer of one padded batch (``head`` is 1 unless ``per_head``).
+
+    The loss is the sum over rows of each row's cross-entropy, so every row's gradient equals its
+    batch-size-1 gradient. Gradients are taken with ``torch.autograd.grad`` on multipliers inserted at
+    ``hook_pattern``; parameters are frozen meanwhile and never get ``.grad``.
+
+    Raises:
+        AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
+            ``hook_pattern`` did not run or is not in the forward path (detached, observational).
+    """
+    if torch.is_inference_mode_enabled():
+        raise AnchorlensError(
+            "Saliency needs gradients, which torch.inference_mode() forbids; call it outside that block "
+            "(torch.no_grad() is fine: anchorlens enables grad locally)."
+        )
+    labels = torch.tensor([p.label for p in batch.prompts], device=batch.tokens.device)
+    if bool((labels < 0).any()):
+        raise AnchorlensError("Saliency's loss needs the gold label of every query; some prompts have none.")
+    ids = torch.tensor(batch.prompts[0].label_token_ids, device=batch.tokens.device)
+    n_layers = model.cfg.n_layers
+    store: dict[int, Tensor] = {}
+    hooks = [*fwd_hooks, *gradient_multiplier_hooks(range(n_layers), store, per_head)]
+    with torch.enable_grad(), frozen(model):
+        logits = target_logits(model, batch, hooks)
+        loss = F.cross_entropy(logits[:, ids].float(), labels, reduction="sum")
+        missing = [layer for layer in range(n_layers) if layer not in store]
+        if missing:
+            raise AnchorlensError(
+                f"blocks.{missing[0]}.attn.hook_pattern never ran, so its saliency cannot be measured "
+                "(does this model call hook_pattern in its attention?)."
+            )
+        grads = torch.autograd.grad(loss, [store[layer] for layer in range(n_layers)], allow_unused=True)
+    dead = [layer for layer, g in enumerate(grads) if g is None]
+    if dead:
+        raise AnchorlensError(
+            f"blocks.{dead[0]}.attn.hook_pattern is not in the forward path (a hook detached it, or the "
+            "model only observes it), so A * dL/dA is undefined there. Remove hooks that detach the "
+            "pattern, or use a model whose hook_pattern feeds the attention output."
+        )
+    return torch.stack([g for g in grads if g is not None]).detach()
+
+
+def saliency(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    batch_size: int = 4,
+    heads: HeadReduction | str = "sum",
+    keep: Keep | str = "none",
+    fwd_hooks: FwdHooks = (),
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+) -> SaliencyResult:
+    """Measure the paper's three information flows on every prompt.
+
+    Args:
+        model: A ``HookedTransformer`` (or anything with ``hooks()``, ``cfg`` and TL hook names).
+        prompts: Labelled prompts from :func:`anchorlens.build_prompts`.
+        batch_size: Prompts per forward+backward (grouped by length to limit padding).
+        heads: ``"sum"``: ``|sum_h A*dL/dA|`` (the paper); ``"abs"``: ``sum_h |A*dL/dA|`` (its footnote).
+        keep: Also return full saliency matrices: ``"layers"`` ``[layer, q, k]`` per prompt, or
+            ``"heads"`` ``[layer, head, q, k]`` (signed). Memory grows with T^2: for a few prompts.
+        fwd_hooks: Extra hooks active during the pass (e.g. an isolation), applied before the multipliers.
+        padding_side: ``"right"`` (default) or ``"left"``.
+        progress: Show a progress bar (a string is used as its description).
+    """
+    if len(prompts) == 0:
+        raise AnchorlensError("No prompts to measure.")
+    if heads not in ("sum", "abs") or keep not in ("none", "layers", "heads"):
+        raise AnchorlensError(
+            f"heads must be 'sum' or 'abs' and keep 'none', 'layers' or 'heads'; got {heads!r}, {keep!r}."
+        )
+    per_head = heads == "abs" or keep == "heads"
+    n = len(prompts)
+    n_layers = model.cfg.n_layers
+    out = torch.zeros(3, n, n_layers)
+    kept: list[Tensor | None] = [None] * n
+    bar = tqdm(
+        total=n,
+        desc=progress if isinstance(progress, str) else "saliency",
+        disable=not progress,
+        unit="prompt",
+    )
+    with bar:
+        for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
+            g = batch_saliency(model, batch, per_head=per_head, fwd_hooks=fwd_hooks).float()
+            sal = g.sum(2).abs() if heads == "sum" else g.abs().sum(2)  # [layer, batch, q, k]
+            masks = flow_masks(batch, sal.shape[-1])
+            for f, mask in enumerate(masks):
+                m = mask.to(sal.dtype)
+                out[f, index] = (torch.einsum("lbij,bij->bl", sal, m) / m.sum((1, 2))[:, None]).cpu()
+            if keep != "none":
+                for r, i in enumerate(index):
+                    real = batch.attention_mask[r].bool()
+                    full = g[:, r] if keep == "heads" else sal[:, r]
+                    kept[i] = full[..., real, :][..., real].cpu()
+            bar.update(len(batch))
+    matrices = tuple(m for m in kept if m is not None) if keep != "none" else None
+    return SaliencyResult(out[0], out[1], out[2], heads=heads, matrices=matrices)
