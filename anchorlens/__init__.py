@@ -10,9 +10,11 @@ Quick start::
     pred.accuracy
 """
 
+from anchorlens.deep import DeepResult, deep
 from anchorlens.errors import AnchorlensError
+from anchorlens.isolation import IsolationResult, isolation
 from anchorlens.metrics import Predictions, accuracy, label_loyalty, word_loyalty
-from anchorlens.models import load_model, tiny_model, tiny_tokenizer
+from anchorlens.models import frozen, load_model, tiny_model, tiny_tokenizer
 from anchorlens.prompts import (
     Demonstrations,
     IclPrompt,
@@ -28,7 +30,7 @@ from anchorlens.prompts import (
     sample_test,
 )
 from anchorlens.runner import predict, target_logits
-from anchorlens.saliency import SaliencyResult, saliency
+from anchorlens.saliency import SaliencyResult, batch_saliency, saliency
 from anchorlens.tasks import BUILTIN_TASKS, Example, Task, load_task
 
 __version__ = "0.1.0"
@@ -36,9 +38,11 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTIN_TASKS",
     "AnchorlensError",
+    "DeepResult",
     "Demonstrations",
     "Example",
     "IclPrompt",
+    "IsolationResult",
     "Predictions",
     "PromptBatch",
     "PromptSet",
@@ -46,9 +50,13 @@ __all__ = [
     "Task",
     "__version__",
     "accuracy",
+    "batch_saliency",
     "build_prompt",
     "build_prompts",
     "collate",
+    "deep",
+    "frozen",
+    "isolation",
     "iter_batches",
     "label_loyalty",
     "label_token_ids",

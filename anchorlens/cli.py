@@ -108,16 +108,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="'sum': |sum over heads of A*dL/dA| (the paper); 'abs': sum of per-head absolute values",
     )
     p.set_defaults(func=cmd_saliency, batch_size=4)
+
+    p = sub.add_parser(
+        "isolation",
+        help="isolate label or random words in the first/last k layers (paper section 2.2, Figure 4)",
+        description="Cut the attention into label words (or as many random demonstration words) in the first "
+        "or last k layers; label loyalty, word loyalty and accuracy against the unmodified run. Writes "
+        "OUT/isolation.json, OUT/isolation.png (Figure 4) and, for several k, OUT/isolation_sweep.png.",
+    )
+    _common(p)
+    p.add_argument(
+        "--k", type=_ks, default=[5], help="isolated layers, one number or a list: 1,3,5,7 (default: 5)"
+    )
+    p.add_argument(
+        "--mode",
+        choices=("pre", "post"),
+        default="pre",
+        help="'pre': -inf before the softmax, rows renormalise (the paper's code); 'post': zero after it",
+    )
+    p.set_defaults(func=cmd_isolation)
+
+    p = sub.add_parser(
+        "deep",
+        help="AUCROC_l and R_l of target -> label-word attention (paper section 2.3, Figure 5)",
+        description="Per layer, how well the target's attention to each class's label words predicts the "
+        "model's own prediction. Writes OUT/deep.json and OUT/deep.png (Figure 5).",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_deep)
     return parser
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
+def _setup(args: argparse.Namespace, resample: bool = False) -> tuple[Any, Any, Any]:
+    """Load the task and the model, then build the prompts the flags ask for."""
     from anchorlens.models import load_model
+    from anchorlens.prompts import build_prompts
     from anchorlens.tasks import load_task
 
     task = load_task(args.task, args.data_dir)
     model = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
-    return model, task
+    prompts = build_prompts(
+        model,
+        task,
+        n=args.n,
+        shots=args.shots,
+        seed=args.seed,
+        resample=resample,
+        on_overflow=args.on_overflow,
+        shuffle_test=args.test_order == "paper",
+    )
+    return model, task, prompts
+
+
+def _meta(args: argparse.Namespace, task: Any, prompts: Any, seconds: float) -> dict[str, Any]:
+    return {
+        "model": args.model,
+        "task": task.name,
+        "n": len(prompts),
+        "n_dropped": prompts.n_dropped,
+        "seed": args.seed,
+        "shots": args.shots,
+        "test_order": args.test_order,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _title(args: argparse.Namespace, task: Any, prompts: Any) -> str:
+    return f"{task.name}, {args.model}, {args.shots}-shot, n={len(prompts)}"
 
 
 def _write(out: str, name: str, payload: dict[str, Any]) -> Path:
@@ -129,50 +186,31 @@ def _write(out: str, name: str, payload: dict[str, Any]) -> Path:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from anchorlens.prompts import build_prompts
     from anchorlens.runner import predict
 
-    model, task = _setup(args)
-    prompts = build_prompts(
-        model,
-        task,
-        n=args.n,
-        shots=args.shots,
-        seed=args.seed,
-        on_overflow=args.on_overflow,
-        shuffle_test=args.test_order == "paper",
-    )
+    model, task, prompts = _setup(args)
     t0 = time.perf_counter()
     pred = predict(
         model, prompts, batch_size=args.batch_size, padding_side=args.padding_side, progress=not args.quiet
     )
-    seconds = time.perf_counter() - t0
     demos = prompts.demonstrations
     payload = {
-        "model": args.model,
-        "task": task.name,
-        "n": len(prompts),
-        "n_dropped": prompts.n_dropped,
-        "seed": args.seed,
-        "shots": args.shots,
-        "test_order": args.test_order,
+        **_meta(args, task, prompts, time.perf_counter() - t0),
         "label_words": list(task.label_words),
         "label_names": list(task.label_names),
         "demonstrations": [{"text": d.text, "label": d.label} for d in demos.demos] if demos else [],
-        "seconds": round(seconds, 3),
         **pred.to_json(),
     }
     path = _write(args.out, "predict.json", payload)
     correct = int((pred.predictions == pred.labels).sum())
     print(
-        f"{task.name} {args.model} {args.shots}-shot n={len(prompts)} seed={args.seed}: "
-        f"accuracy {pred.accuracy:.3f} ({correct}/{len(prompts)}) in {seconds:.1f} s -> {path}"
+        f"{_title(args, task, prompts)}, seed={args.seed}: accuracy {pred.accuracy:.3f} "
+        f"({correct}/{len(prompts)}) in {payload['seconds']:.1f} s -> {path}"
     )
     return 0
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
-    from anchorlens.prompts import build_prompts
     from anchorlens.render import (
         flow_diagram,
         plot_saliency,
@@ -182,17 +220,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     )
     from anchorlens.saliency import saliency
 
-    model, task = _setup(args)
-    prompts = build_prompts(
-        model,
-        task,
-        n=args.n,
-        shots=args.shots,
-        seed=args.seed,
-        resample=args.demos == "resample",
-        on_overflow=args.on_overflow,
-        shuffle_test=args.test_order == "paper",
-    )
+    model, task, prompts = _setup(args, resample=args.demos == "resample")
     t0 = time.perf_counter()
     result = saliency(
         model,
@@ -202,20 +230,13 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         padding_side=args.padding_side,
         progress=not args.quiet,
     )
-    seconds = time.perf_counter() - t0
     payload = {
-        "model": args.model,
-        "task": task.name,
-        "n": len(prompts),
-        "n_dropped": prompts.n_dropped,
-        "seed": args.seed,
-        "shots": args.shots,
+        **_meta(args, task, prompts, time.perf_counter() - t0),
         "demos": args.demos,
-        "seconds": round(seconds, 3),
         **result.to_json(),
     }
     path = _write(args.out, "saliency.json", payload)
-    title = f"{task.name}, {args.model}, {args.shots}-shot, n={len(prompts)}"
+    title = _title(args, task, prompts)
     plot_saliency(result, title=title, path=Path(args.out) / "saliency.png")
     first = saliency(model, prompts[:1], heads=args.heads, keep="layers")
     assert first.matrices is not None
@@ -231,7 +252,73 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         title=f"anchorlens saliency: {title}",
     )
     thirds = ", ".join(f"{t['third']}: {t['dominant']}" for t in payload["thirds"])
-    print(f"{title}: dominant flow per third of the layers: {thirds} ({seconds:.1f} s) -> {path}")
+    print(f"{title}: dominant flow per third of the layers: {thirds} ({payload['seconds']:.1f} s) -> {path}")
+    return 0
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--k takes integers separated by commas, e.g. 1,3,5,7; got {text!r}"
+        ) from None
+    if not ks:
+        raise argparse.ArgumentTypeError("--k needs at least one number")
+    return ks
+
+
+def cmd_isolation(args: argparse.Namespace) -> int:
+    from anchorlens.isolation import isolation
+    from anchorlens.render import plot_isolation, plot_isolation_sweep
+
+    model, task, prompts = _setup(args)
+    t0 = time.perf_counter()
+    result = isolation(
+        model,
+        prompts,
+        ks=args.k,
+        mode=args.mode,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        padding_side=args.padding_side,
+        progress=not args.quiet,
+    )
+    payload = {**_meta(args, task, prompts, time.perf_counter() - t0), **result.to_json()}
+    path = _write(args.out, "isolation.json", payload)
+    title = _title(args, task, prompts)
+    k_main = 5 if 5 in args.k else args.k[0]
+    plot_isolation(result, k=k_main, title=title, path=Path(args.out) / "isolation.png")
+    if len(args.k) > 1:
+        plot_isolation_sweep(result, title=title, path=Path(args.out) / "isolation_sweep.png")
+    for run in result.runs:
+        print(
+            f"  {run.anchors:>6} words, {run.layers:>5} {run.k} layers: label loyalty {run.label_loyalty:.3f}, "
+            f"word loyalty {run.word_loyalty:.3f}, accuracy {run.accuracy:.3f}"
+        )
+    print(
+        f"{title}: reference accuracy {result.reference.accuracy:.3f} ({payload['seconds']:.1f} s) -> {path}"
+    )
+    return 0
+
+
+def cmd_deep(args: argparse.Namespace) -> int:
+    from anchorlens.deep import deep
+    from anchorlens.render import plot_deep
+
+    model, task, prompts = _setup(args)
+    t0 = time.perf_counter()
+    result = deep(
+        model, prompts, batch_size=args.batch_size, padding_side=args.padding_side, progress=not args.quiet
+    )
+    payload = {**_meta(args, task, prompts, time.perf_counter() - t0), **result.to_json()}
+    path = _write(args.out, "deep.json", payload)
+    title = _title(args, task, prompts)
+    plot_deep(result, title=title, path=Path(args.out) / "deep.png")
+    aucs = ", ".join("-" if a is None else f"{a:.2f}" for a in result.aucroc)
+    print(f"{title}: AUCROC per layer [{aucs}] ({payload['seconds']:.1f} s) -> {path}")
+    if result.note:
+        print(f"  note: {result.note}")
     return 0
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from jaxtyping import Bool
+from torch import Tensor
 
 from anchorlens._typing import Pattern
 
@@ -50,3 +52,23 @@ def gradient_multiplier_hooks(
         return hook
 
     return [(pattern_name(layer), make(layer)) for layer in layers]
+
+
+def cut_edges_hooks(
+    layers: Sequence[int], cut: Bool[Tensor, "batch query key"], mode: str = "pre"
+) -> list[FwdHook]:
+    """Cut attention edges ``(query, key)`` where ``cut`` is True, in every head of ``layers``.
+
+    ``mode="pre"`` (the paper's code): the scores at ``hook_attn_scores`` become ``-inf`` before the
+    softmax, so each row renormalises over its remaining keys (an isolated label word attends only to
+    itself). ``mode="post"``: the pattern at ``hook_pattern`` is zeroed after the softmax without
+    renormalising (the paper's wording "A(p, i) = 0"). A row with every edge cut outputs zero either way.
+    """
+    if mode not in ("pre", "post"):
+        raise ValueError(f"mode must be 'pre' or 'post', got {mode!r}")
+
+    def hook(x: Pattern, hook: Any) -> Pattern:
+        return x.masked_fill(cut[:, None], -torch.inf if mode == "pre" else 0.0)
+
+    name = scores_name if mode == "pre" else pattern_name
+    return [(name(layer), hook) for layer in layers]

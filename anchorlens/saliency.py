@@ -15,8 +15,7 @@ per-example-averaged curves to sum to 1 per layer (:meth:`SaliencyResult.normali
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import gradient_multiplier_hooks
+from anchorlens.models import frozen
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
 from anchorlens.runner import FwdHooks, target_logits
 
@@ -100,20 +100,6 @@ class SaliencyResult:
             "deep_S_pq_dominates": thirds[2]["dominant"] == "S_pq",
         }
         return out
-
-
-@contextmanager
-def frozen(model: Any) -> Iterator[None]:
-    """Parameters stop requiring grad inside (so the backward pass computes only what saliency needs,
-    and nothing ever lands in ``.grad``); restored on exit, even after an exception."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def flow_masks(batch: PromptBatch, width: int) -> tuple[FlowMasks, FlowMasks, FlowMasks]:

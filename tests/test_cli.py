@@ -122,3 +122,23 @@ def test_saliency_writes_json_png_and_offline_html(tmp_path: Path, monkeypatch: 
     assert (out / "saliency.png").read_bytes()[:4] == b"\x89PNG"
     page = (out / "flow.html").read_text()
     assert "<svg" in page and "unpkg.com" not in page and "circuits-vis" in page
+
+
+def test_isolation_and_deep_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
+    task = str(_user_task(tmp_path / "mytask"))
+    out = tmp_path / "o"
+    assert (
+        cli.main(["isolation", "--task", task, "--n", "4", "--k", "1,3", "--out", str(out), "--quiet"]) == 0
+    )
+    js = json.loads((out / "isolation.json").read_text())
+    assert {"model", "task", "n", "seed", "results"} <= set(js) and len(js["results"]) == 8
+    assert {r["k"] for r in js["results"]} == {1, 3}
+    assert (out / "isolation.png").exists() and (out / "isolation_sweep.png").exists()
+    assert cli.main(["deep", "--task", task, "--n", "4", "--out", str(out), "--quiet"]) == 0
+    js = json.loads((out / "deep.json").read_text())
+    assert {"model", "task", "n", "seed", "n_layers", "aucroc", "R"} <= set(js) and len(js["aucroc"]) == 3
+    assert (out / "deep.png").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["isolation", "--task", task, "--k", "a,b", "--out", str(out)])
+    assert cli.main(["isolation", "--task", task, "--k", "9", "--out", str(out), "--quiet"]) == 2

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import anchorlens as al
-from anchorlens.saliency import frozen
+from anchorlens.models import frozen
 
 
 def naive_saliency(model, prompt: al.IclPrompt, heads: str = "sum") -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -135,7 +135,7 @@ def test_refusals(toy_task) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(al.AnchorlensError, match="heads must be"):
         al.saliency(model, ps, heads="max")  # type: ignore[arg-type]
     model.blocks[1].attn.hook_pattern = torch.nn.Identity()  # the hook point is no longer called
-    with pytest.raises(al.AnchorlensError, match="blocks.1.attn.hook_pattern never ran"):
+    with pytest.raises(al.AnchorlensError, match=r"blocks\.1\.attn\.hook_pattern never ran"):
         al.saliency(model, ps)
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
 

@@ -1,6 +1,6 @@
 """Pictures of results: matplotlib replicas of the paper's figures and offline HTML flow views."""
 
-from anchorlens.render.figures import plot_saliency
+from anchorlens.render.figures import plot_deep, plot_isolation, plot_isolation_sweep, plot_saliency
 from anchorlens.render.flows import (
     flow_diagram,
     saliency_heads_view,
@@ -11,6 +11,9 @@ from anchorlens.render.flows import (
 
 __all__ = [
     "flow_diagram",
+    "plot_deep",
+    "plot_isolation",
+    "plot_isolation_sweep",
     "plot_saliency",
     "saliency_heads_view",
     "saliency_tokens_view",

@@ -38,6 +38,93 @@ def plot_saliency(
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+_CONDITIONS = (("label", "first"), ("random", "first"), ("label", "last"), ("random", "last"))
+_COLORS = {"label": "#d62728", "random": "#7f7f7f"}
+
+
+def plot_isolation(result: Any, k: int = 5, title: str = "", path: str | Path | None = None) -> Figure:
+    """Figure 4: label and word loyalty when label or random words are isolated in the first/last k layers.
+
+    ``result`` is an :class:`anchorlens.IsolationResult` or its ``to_json()`` dict.
+    """
+    runs = result.to_json()["results"] if hasattr(result, "to_json") else result["results"]
+    by = {(r["anchors"], r["layers"]): r for r in runs if r["k"] == k}
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    width = 0.18
+    for i, (anchors, layers) in enumerate(c for c in _CONDITIONS if c in by):
+        r = by[(anchors, layers)]
+        xs = [0 + (i - 1.5) * width, 1 + (i - 1.5) * width]
+        hatch = "" if layers == "first" else "//"
+        ax.bar(
+            xs,
+            [r["label_loyalty"], r["word_loyalty"]],
+            width,
+            color=_COLORS[anchors],
+            hatch=hatch,
+            edgecolor="white",
+            label=f"{anchors} words, {layers} {k} layers",
+        )
+    ax.set_xticks([0, 1], ["label loyalty", "word loyalty"])
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title or f"Isolation in the first / last {k} layers")
+    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_isolation_sweep(result: Any, title: str = "", path: str | Path | None = None) -> Figure:
+    """Appendix D: loyalties against the number of isolated layers k, for every condition."""
+    runs = result.to_json()["results"] if hasattr(result, "to_json") else result["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120, sharey=True)
+    for ax, metric in zip(axes, ("label_loyalty", "word_loyalty"), strict=True):
+        for anchors, layers in _CONDITIONS:
+            pts = sorted(
+                (r["k"], r[metric]) for r in runs if (r["anchors"], r["layers"]) == (anchors, layers)
+            )
+            if pts:
+                ax.plot(
+                    *zip(*pts, strict=True),
+                    marker="o",
+                    color=_COLORS[anchors],
+                    ls="-" if layers == "first" else "--",
+                    label=f"{anchors}, {layers}",
+                )
+        ax.set_xlabel("isolated layers k")
+        ax.set_title(metric.replace("_", " "))
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_deep(result: Any, title: str = "", path: str | Path | None = None) -> Figure:
+    """Figure 5: AUCROC_l (left axis) and R_l (right axis) per layer."""
+    js = result.to_json() if hasattr(result, "to_json") else dict(result)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    auc = [float("nan") if a is None else a for a in js["aucroc"]]
+    ax.plot(range(len(auc)), auc, color="#1f77b4", lw=2, label="AUCROC$_l$")
+    ax.axhline(0.5, color="#1f77b4", lw=0.8, ls=":")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("AUCROC$_l$", color="#1f77b4")
+    ax2 = ax.twinx()
+    if js.get("R") is not None:
+        ax2.plot(range(len(js["R"])), js["R"], color="#ff7f0e", lw=2, label="$R_l$")
+    ax2.set_ylabel("$R_l$", color="#ff7f0e")
+    ax2.set_ylim(-0.05, 1.05)
+    ax.set_title(title or "Target → label-word attention vs prediction")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
     if path is not None:
         fig.savefig(path)
         plt.close(fig)

@@ -1,0 +1,184 @@
+"""Deep layers: does the target's attention to the label words predict the answer? (paper 2.3, Fig. 5)
+
+For layer l and class i, ``a_{l,i}`` is the target's post-softmax attention to the label word(s) of
+class i, summed over heads and over that class's demonstrations. ``AUCROC_l`` measures how well these
+attentions predict the **model's own prediction** (not the gold label), as in Appendix E:
+
+- only classes predicted at least once are kept;
+- two kept classes: the raw attention to the second class's label word scores "predicted second class";
+- more: the attentions normalised over the kept classes, one-vs-one macro AUC (Hand & Till).
+
+``R_l = sum_{i<=l} (AUCROC_i - 0.5) / sum_i (AUCROC_i - 0.5)`` is the cumulative share of the above-chance
+correlation reached by layer l. The paper: AUCROC_l approaches ~0.8 in deep layers; R_l stays near 0 in
+shallow layers and rises in the middle and deep ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from anchorlens.errors import AnchorlensError
+from anchorlens.hooks import pattern_name
+from anchorlens.metrics import Predictions
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
+from anchorlens.runner import target_logits
+
+
+def auc_against_predictions(
+    scores: Float[Tensor, "n class"], predicted: Sequence[int] | Tensor
+) -> tuple[float | None, str]:
+    """The paper's AUC of label-word attention against the model's predictions.
+
+    Returns ``(auc, note)``; ``auc`` is None (never NaN) when fewer than two classes are predicted, and
+    ``note`` says why.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    pred = np.asarray(predicted, dtype=int)
+    kept = sorted(set(pred.tolist()))
+    if len(kept) < 2:
+        return None, (
+            f"AUC undefined: the model predicted only class {kept} on these prompts; AUC needs at least "
+            "two predicted classes (use more or more varied prompts)."
+        )
+    s = scores[:, kept].double().numpy()
+    if len(kept) == 2:
+        return float(roc_auc_score(pred == kept[1], s[:, 1])), ""
+    s = s / np.clip(s.sum(1, keepdims=True), 1e-300, None)
+    return float(roc_auc_score(pred, s, multi_class="ovo", labels=kept)), ""
+
+
+def cumulative_r(aucroc: Sequence[float]) -> list[float] | None:
+    """``R_l`` from an AUCROC curve; None when the total above-chance mass is not positive."""
+    excess = np.asarray(aucroc, dtype=float) - 0.5
+    total = excess.sum()
+    if not total > 0:
+        return None
+    return (np.cumsum(excess) / total).tolist()
+
+
+@dataclass(frozen=True)
+class DeepResult:
+    """Per-layer target -> label-word attention and its agreement with the predictions.
+
+    Attributes:
+        attention: ``[n, layer, class]`` attention of the target to each class's label words (sum over
+            heads and shots); explicit layer-then-class order.
+        predictions: The unmodified run (from the same forward passes).
+        aucroc: ``[layer]`` AUCROC_l (None where undefined, see ``note``).
+        R: ``[layer]`` R_l, or None when undefined.
+    """
+
+    attention: Float[Tensor, "n layer class"]
+    predictions: Predictions = field(repr=False)
+    aucroc: tuple[float | None, ...] = ()
+    R: tuple[float, ...] | None = None
+    note: str = ""
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.attention.shape[1])
+
+    def to_json(self) -> dict[str, Any]:
+        third = max(1, self.n_layers // 3)
+        defined = [a for a in self.aucroc if a is not None]
+        out: dict[str, Any] = {
+            "n_layers": self.n_layers,
+            "aucroc": list(self.aucroc),
+            "R": list(self.R) if self.R is not None else None,
+            "accuracy": self.predictions.accuracy,
+            "predicted_class_counts": np.bincount(
+                self.predictions.predictions.numpy(), minlength=self.attention.shape[2]
+            ).tolist(),
+        }
+        if len(defined) == self.n_layers:
+            shallow = float(np.mean(defined[:third]))
+            deep = float(np.mean(defined[-third:]))
+            out["mean_aucroc_shallow_third"] = shallow
+            out["mean_aucroc_deep_third"] = deep
+            out["claim_holds"] = {"aucroc_rises_in_deep_layers": deep > shallow and deep > 0.5}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def target_to_labels(
+    pattern: Float[Tensor, "batch head query key"], batch: PromptBatch
+) -> Float[Tensor, "batch demo"]:
+    """Each row's target -> label-word attention, summed over heads: ``[batch, demo]``."""
+    rows = torch.arange(len(batch), device=pattern.device)
+    to_target = pattern[rows, :, batch.target]  # [batch, head, key]
+    cols = batch.label_positions[:, None, :].expand(-1, pattern.shape[1], -1)
+    return to_target.gather(2, cols).sum(1)
+
+
+def _capture(store: dict[int, Tensor], batch: PromptBatch) -> Any:
+    def hook(pattern: Tensor, hook: Any) -> None:
+        store[hook.layer()] = target_to_labels(pattern, batch)
+
+    return hook
+
+
+def deep(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    batch_size: int = 8,
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+) -> DeepResult:
+    """Target -> label-word attention per layer and class, AUCROC_l and R_l, in one forward per batch.
+
+    Raises:
+        AnchorlensError: no prompts, or prompts whose demonstrations lack a class.
+    """
+    if len(prompts) == 0:
+        raise AnchorlensError("No prompts to analyse.")
+    n_layers = model.cfg.n_layers
+    n_classes = prompts[0].n_classes
+    n = len(prompts)
+    attention = torch.zeros(n, n_layers, n_classes)
+    label_logits = torch.zeros(n, n_classes)
+    topk = torch.zeros(n, 5, dtype=torch.long)
+    ids = torch.tensor(prompts[0].label_token_ids)
+    bar = tqdm(
+        total=n, desc=progress if isinstance(progress, str) else "deep", disable=not progress, unit="prompt"
+    )
+    with torch.no_grad(), bar:
+        for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
+            missing = set(range(n_classes)) - set(batch.demo_labels[0].tolist())
+            if missing:
+                raise AnchorlensError(
+                    f"The demonstrations lack class(es) {sorted(missing)}; every class needs one."
+                )
+            per_layer: dict[int, Tensor] = {}
+            hooks = [(pattern_name(layer), _capture(per_layer, batch)) for layer in range(n_layers)]
+            logits = target_logits(model, batch, hooks).float().cpu()
+            label_logits[index] = logits[:, ids]
+            topk[index] = logits.topk(5, dim=-1).indices
+            demo = (
+                torch.stack([per_layer[layer] for layer in range(n_layers)], 1).float().cpu()
+            )  # [b, L, demo]
+            by_class = torch.zeros(len(batch), n_layers, n_classes)
+            by_class.scatter_add_(2, batch.demo_labels.cpu()[:, None, :].expand(-1, n_layers, -1), demo)
+            attention[index] = by_class
+            bar.update(len(batch))
+    preds = Predictions(label_logits, topk, torch.tensor([p.label for p in prompts]))
+    aucroc: list[float | None] = []
+    note = ""
+    for layer in range(n_layers):
+        auc, why = auc_against_predictions(attention[:, layer], preds.predictions)
+        aucroc.append(auc)
+        note = note or why
+    r = cumulative_r([a for a in aucroc if a is not None]) if all(a is not None for a in aucroc) else None
+    if r is None and not note:
+        note = "R undefined: the AUCROC curve is never above chance in total."
+    return DeepResult(attention, preds, tuple(aucroc), tuple(r) if r is not None else None, note)

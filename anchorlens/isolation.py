@@ -1,0 +1,217 @@
+"""Shallow-layer isolation of label words (paper section 2.2, Figure 4, Appendix D).
+
+Isolating a position p in a layer cuts every attention edge from the earlier tokens into p, so no
+information flows into p there. The paper's test of its first hypothesis: isolating the **label words**
+in the **first** k layers should change the prediction far more than isolating them in the last k layers,
+or isolating as many **random** non-label words. Effects are measured against the unmodified run:
+
+- **label loyalty**: share of examples whose predicted label is unchanged;
+- **word loyalty**: mean Jaccard similarity of the top-5 vocabulary tokens at the target;
+- **accuracy** against the gold labels.
+
+Random positions (anchorlens' choice, documented): for each prompt, as many positions as it has
+demonstrations, drawn without replacement from the demonstrations' *text* tokens (never a label word,
+a formatting token, the query or the target), seeded by ``(seed, prompt index)``, and the same in every
+isolated layer. The paper's code drew them anew in every layer call, unseeded, from any token before the
+target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from anchorlens.errors import AnchorlensError
+from anchorlens.hooks import FwdHook, cut_edges_hooks
+from anchorlens.metrics import Predictions, label_loyalty, word_loyalty
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
+from anchorlens.runner import predict
+
+ANCHORS = ("label", "random")
+LAYER_SETS = ("first", "last")
+
+
+def resolve_layers(n_layers: int, layers: Sequence[int] | str, k: int | None = None) -> list[int]:
+    """Layer indices from ``"first"``/``"last"`` (with ``k``) or explicit indices (negative allowed).
+
+    Raises:
+        AnchorlensError: k out of 1..n_layers, an index out of range, or no layers.
+    """
+    if isinstance(layers, str):
+        if layers not in LAYER_SETS:
+            raise AnchorlensError(f"layers must be 'first', 'last' or a list of indices, got {layers!r}.")
+        if k is None or not 1 <= k <= n_layers:
+            raise AnchorlensError(f"k must be between 1 and the model's {n_layers} layers, got {k}.")
+        return list(range(k)) if layers == "first" else list(range(n_layers - k, n_layers))
+    out = []
+    for layer in layers:
+        if not -n_layers <= layer < n_layers:
+            raise AnchorlensError(f"Layer {layer} is out of range for a {n_layers}-layer model.")
+        out.append(layer % n_layers)
+    if not out:
+        raise AnchorlensError("No layers to isolate.")
+    return sorted(set(out))
+
+
+def random_positions(prompt: IclPrompt, seed: int, index: int = 0) -> tuple[int, ...]:
+    """As many demonstration-text positions as the prompt has demonstrations, seeded by ``(seed, index)``."""
+    pool = prompt.text_positions()
+    n = len(prompt.label_positions)
+    if len(pool) < n:
+        raise AnchorlensError(
+            f"Prompt {index} has {len(pool)} demonstration text tokens, fewer than its {n} label words; "
+            "random isolation needs at least as many."
+        )
+    rng = np.random.default_rng([seed, index])
+    return tuple(sorted(int(x) for x in rng.choice(pool, size=n, replace=False)))
+
+
+def isolation_mask(batch: PromptBatch, positions: Sequence[Sequence[int]]) -> Bool[Tensor, "batch query key"]:
+    """``[batch, query, key]`` True on every edge from an earlier key into each row's ``positions``
+    (unpadded prompt coordinates; shifted here by the row's padding offset).
+
+    Raises:
+        AnchorlensError: a row with no positions, or a position outside its prompt.
+    """
+    width = batch.tokens.shape[1]
+    cut = torch.zeros(len(batch), width, width, dtype=torch.bool, device=batch.tokens.device)
+    keys = torch.arange(width, device=cut.device)
+    for r, (prompt, rows) in enumerate(zip(batch.prompts, positions, strict=True)):
+        if len(rows) == 0:
+            raise AnchorlensError(f"Row {r}: empty position set; give at least one position to isolate.")
+        off = int(batch.offset[r])
+        for p in rows:
+            if not 0 <= p < len(prompt):
+                raise AnchorlensError(f"Position {p} is outside its {len(prompt)}-token prompt.")
+            cut[r, p + off] = (keys < p + off) & (keys >= off)
+    return cut
+
+
+def isolation_hooks(
+    batch: PromptBatch, positions: Sequence[Sequence[int]], layers: Sequence[int], mode: str = "pre"
+) -> list[FwdHook]:
+    """Hooks isolating each row's ``positions`` in ``layers`` (see :func:`anchorlens.hooks.cut_edges_hooks`)."""
+    return cut_edges_hooks(layers, isolation_mask(batch, positions), mode)
+
+
+@dataclass(frozen=True)
+class IsolationRun:
+    """One isolation setting and its effect against the unmodified run."""
+
+    anchors: str
+    layers: str
+    k: int
+    label_loyalty: float
+    word_loyalty: float
+    accuracy: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class IsolationResult:
+    """All settings of a sweep plus the unmodified reference run."""
+
+    runs: tuple[IsolationRun, ...]
+    reference: Predictions = field(repr=False)
+    mode: str = "pre"
+
+    def get(self, anchors: str, layers: str, k: int) -> IsolationRun:
+        for run in self.runs:
+            if (run.anchors, run.layers, run.k) == (anchors, layers, k):
+                return run
+        raise KeyError((anchors, layers, k))
+
+    def verdict(self, k: int) -> dict[str, Any]:
+        """Does isolating label words in the first k layers lower loyalty more than the other three?"""
+        first = self.get("label", "first", k)
+        others = [r for r in self.runs if r.k == k and (r.anchors, r.layers) != ("label", "first")]
+        return {
+            "k": k,
+            "label_first_lowest_label_loyalty": all(first.label_loyalty < r.label_loyalty for r in others),
+            "label_first_lowest_word_loyalty": all(first.word_loyalty < r.word_loyalty for r in others),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        ks = sorted({r.k for r in self.runs})
+        return {
+            "mode": self.mode,
+            "reference_accuracy": self.reference.accuracy,
+            "results": [r.to_json() for r in self.runs],
+            "verdicts": [
+                self.verdict(k)
+                for k in ks
+                if any(r.anchors == "label" and r.layers == "first" for r in self.runs)
+            ],
+        }
+
+
+def isolation(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    ks: Sequence[int] = (5,),
+    anchors: Sequence[str] = ANCHORS,
+    layer_sets: Sequence[str] = LAYER_SETS,
+    mode: str = "pre",
+    seed: int = 42,
+    batch_size: int = 8,
+    padding_side: PaddingSide = "right",
+    reference: Predictions | None = None,
+    progress: bool = False,
+) -> IsolationResult:
+    """Isolate label words or random words in the first or last k layers; loyalties vs the unmodified run.
+
+    Args:
+        model: A ``HookedTransformer`` (any model with TL's ``hook_attn_scores``/``hook_pattern`` names).
+        prompts: From :func:`anchorlens.build_prompts` (the paper: one fixed demonstration set per seed).
+        ks: Numbers of isolated layers (paper: 5; Appendix D: 1, 3, 5, 7).
+        anchors: ``"label"`` and/or ``"random"`` (see the module docstring for how random words are drawn).
+        layer_sets: ``"first"`` and/or ``"last"``.
+        mode: ``"pre"`` (-inf before the softmax, the paper's code) or ``"post"`` (zero after it).
+        seed: Seeds the random positions.
+        reference: The unmodified run, if already computed (else it is computed here).
+    """
+    if len(prompts) == 0:
+        raise AnchorlensError("No prompts to isolate.")
+    if mode not in ("pre", "post"):
+        raise AnchorlensError(f"mode must be 'pre' or 'post', got {mode!r}.")
+    for a in anchors:
+        if a not in ANCHORS:
+            raise AnchorlensError(f"anchors must be among {ANCHORS}, got {a!r}.")
+    n_layers = model.cfg.n_layers
+    layer_lists = {(s, k): resolve_layers(n_layers, s, k) for s in layer_sets for k in ks}
+    chosen = {
+        "label": {id(p): p.label_positions for p in prompts},
+        "random": {id(p): random_positions(p, seed, i) for i, p in enumerate(prompts)}
+        if "random" in anchors
+        else {},
+    }
+    kw: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side)
+    ref = (
+        reference
+        if reference is not None
+        else predict(model, prompts, progress="reference" if progress else False, **kw)
+    )
+    runs = []
+    for a in anchors:
+        for s in layer_sets:
+            for k in ks:
+                layers = layer_lists[(s, k)]
+
+                def hooks(batch: PromptBatch, a: str = a, layers: list[int] = layers) -> list[FwdHook]:
+                    return isolation_hooks(batch, [chosen[a][id(p)] for p in batch.prompts], layers, mode)
+
+                desc = f"{a} words, {s} {k} layers" if progress else False
+                pred = predict(model, prompts, fwd_hooks=hooks, progress=desc, **kw)
+                runs.append(
+                    IsolationRun(a, s, k, label_loyalty(pred, ref), word_loyalty(pred, ref), pred.accuracy)
+                )
+    return IsolationResult(tuple(runs), ref, mode)
