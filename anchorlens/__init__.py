@@ -11,6 +11,7 @@ Quick start::
 """
 
 from anchorlens.deep import DeepResult, deep
+from anchorlens.diagnosis import DiagnosisResult, diagnose
 from anchorlens.errors import AnchorlensError
 from anchorlens.isolation import IsolationResult, isolation
 from anchorlens.metrics import Predictions, accuracy, label_loyalty, word_loyalty
@@ -40,6 +41,7 @@ __all__ = [
     "AnchorlensError",
     "DeepResult",
     "Demonstrations",
+    "DiagnosisResult",
     "Example",
     "IclPrompt",
     "IsolationResult",
@@ -55,6 +57,7 @@ __all__ = [
     "build_prompts",
     "collate",
     "deep",
+    "diagnose",
     "frozen",
     "isolation",
     "iter_batches",

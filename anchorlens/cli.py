@@ -136,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     p.set_defaults(func=cmd_deep)
+
+    p = sub.add_parser(
+        "diagnose",
+        help="anchor distances vs actual confusion between classes (paper section 3.3, Figure 6)",
+        description="Predicted confusion from the label words' keys (projected on the target queries' main "
+        "directions) vs actual confusion (pairwise AUC), their Spearman agreement at every layer. Writes "
+        "OUT/diagnosis.json and OUT/diagnosis.png (Figure 6).",
+    )
+    _common(p)
+    p.add_argument(
+        "--layer", type=int, default=None, help="layer of the matrices (default: about 2/3 of the depth)"
+    )
+    p.add_argument("--components", type=int, default=10, help="PCA components M (default: %(default)s)")
+    p.set_defaults(func=cmd_diagnose)
     return parser
 
 
@@ -319,6 +333,36 @@ def cmd_deep(args: argparse.Namespace) -> int:
     print(f"{title}: AUCROC per layer [{aucs}] ({payload['seconds']:.1f} s) -> {path}")
     if result.note:
         print(f"  note: {result.note}")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from anchorlens.diagnosis import diagnose
+    from anchorlens.render.diagnosis import plot_confusion
+
+    model, task, prompts = _setup(args)
+    t0 = time.perf_counter()
+    result = diagnose(
+        model,
+        prompts,
+        layer=args.layer,
+        n_components=args.components,
+        batch_size=args.batch_size,
+        padding_side=args.padding_side,
+        label_names=task.label_names,
+        progress=not args.quiet,
+    )
+    payload = {**_meta(args, task, prompts, time.perf_counter() - t0), **result.to_json()}
+    path = _write(args.out, "diagnosis.json", payload)
+    title = _title(args, task, prompts)
+    plot_confusion(result, path=Path(args.out) / "diagnosis.png", title=f"{title}, layer {result.layer}")
+    rho = "undefined" if result.spearman is None else f"{result.spearman:.2f}"
+    worst = result.most_confused(3)
+    fmt = "; ".join
+    print(f"{title}, layer {result.layer}: Spearman agreement {rho}, best layer {result.best_layer}")
+    print(f"  most confused (predicted): {fmt(f'{a}-{b} {v:.2f}' for a, b, v in worst['predicted'])}")
+    print(f"  most confused (actual):    {fmt(f'{a}-{b} {v:.2f}' for a, b, v in worst['actual'])}")
+    print(f"  -> {path}")
     return 0
 
 

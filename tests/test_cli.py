@@ -142,3 +142,34 @@ def test_isolation_and_deep_commands(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(SystemExit):
         cli.main(["isolation", "--task", task, "--k", "a,b", "--out", str(out)])
     assert cli.main(["isolation", "--task", task, "--k", "9", "--out", str(out), "--quiet"]) == 2
+
+
+def test_diagnose_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
+    task = str(_user_task(tmp_path / "mytask"))
+    out = tmp_path / "o"
+    assert (
+        cli.main(["diagnose", "--task", task, "--n", "4", "--components", "2", "--out", str(out), "--quiet"])
+        == 0
+    )
+    js = json.loads((out / "diagnosis.json").read_text())
+    for key in [
+        "model",
+        "task",
+        "n",
+        "seed",
+        "layer",
+        "labels",
+        "predicted_confusion",
+        "actual_confusion",
+        "spearman",
+        "spearman_by_layer",
+    ]:
+        assert key in js
+    assert js["labels"] == ["Negative", "Positive"] and len(js["spearman_by_layer"]) == 3
+    assert (out / "diagnosis.png").exists() and "Spearman agreement" in capsys.readouterr().out
+    assert (
+        cli.main(["diagnose", "--task", task, "--n", "4", "--layer", "7", "--out", str(out), "--quiet"]) == 2
+    )

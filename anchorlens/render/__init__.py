@@ -1,5 +1,6 @@
 """Pictures of results: matplotlib replicas of the paper's figures and offline HTML flow views."""
 
+from anchorlens.render.diagnosis import plot_confusion
 from anchorlens.render.figures import plot_deep, plot_isolation, plot_isolation_sweep, plot_saliency
 from anchorlens.render.flows import (
     flow_diagram,
@@ -11,6 +12,7 @@ from anchorlens.render.flows import (
 
 __all__ = [
     "flow_diagram",
+    "plot_confusion",
     "plot_deep",
     "plot_isolation",
     "plot_isolation_sweep",

@@ -34,7 +34,7 @@ def plot_confusion(result: Any, path: str | Path | None = None, title: str = "")
     finite = np.concatenate([m[np.isfinite(m)] for m in mats])
     vmin = min(float(finite.min()) if finite.size else 0.0, 0.5)
     side = 1.2 + 0.55 * n
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.6, side + 0.6), dpi=120)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.6, side + 0.6), dpi=120, layout="constrained")
     cmap = plt.get_cmap("viridis").with_extremes(bad="#d0d0d0")
     titles = (
         f"Predicted (key distance, layer {data.get('layer')})",
