@@ -329,10 +329,11 @@ def cmd_deep(args: argparse.Namespace) -> int:
     path = _write(args.out, "deep.json", payload)
     title = _title(args, task, prompts)
     plot_deep(result, title=title, path=Path(args.out) / "deep.png")
-    aucs = ", ".join("-" if a is None else f"{a:.2f}" for a in result.aucroc)
-    print(f"{title}: AUCROC per layer [{aucs}] ({payload['seconds']:.1f} s) -> {path}")
-    if result.note:
-        print(f"  note: {result.note}")
+    for against in ("prediction", "gold"):
+        aucs, _, note = result.curve(against)
+        shown = ", ".join("-" if a is None else f"{a:.2f}" for a in aucs)
+        print(f"  AUCROC per layer vs {against}: [{shown}]" + (f" ({note})" if note else ""))
+    print(f"{title}: accuracy {result.predictions.accuracy:.3f} ({payload['seconds']:.1f} s) -> {path}")
     return 0
 
 

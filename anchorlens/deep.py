@@ -32,22 +32,22 @@ from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batch
 from anchorlens.runner import target_logits
 
 
-def auc_against_predictions(
-    scores: Float[Tensor, "n class"], predicted: Sequence[int] | Tensor
+def auc_by_class(
+    scores: Float[Tensor, "n class"], classes: Sequence[int] | Tensor, what: str = "predictions"
 ) -> tuple[float | None, str]:
-    """The paper's AUC of label-word attention against the model's predictions.
+    """The paper's AUC of label-word attention against class ids (the model's predictions in the paper).
 
-    Returns ``(auc, note)``; ``auc`` is None (never NaN) when fewer than two classes are predicted, and
-    ``note`` says why.
+    Returns ``(auc, note)``; ``auc`` is None (never NaN) when fewer than two classes occur, and ``note``
+    says why.
     """
     from sklearn.metrics import roc_auc_score
 
-    pred = np.asarray(predicted, dtype=int)
+    pred = np.asarray(classes, dtype=int)
     kept = sorted(set(pred.tolist()))
     if len(kept) < 2:
         return None, (
-            f"AUC undefined: the model predicted only class {kept} on these prompts; AUC needs at least "
-            "two predicted classes (use more or more varied prompts)."
+            f"AUC undefined: the {what} contain only class {kept} on these prompts; AUC needs at least "
+            "two classes (use more or more varied prompts)."
         )
     s = scores[:, kept].double().numpy()
     if len(kept) == 2:
@@ -73,40 +73,72 @@ class DeepResult:
         attention: ``[n, layer, class]`` attention of the target to each class's label words (sum over
             heads and shots); explicit layer-then-class order.
         predictions: The unmodified run (from the same forward passes).
-        aucroc: ``[layer]`` AUCROC_l (None where undefined, see ``note``).
-        R: ``[layer]`` R_l, or None when undefined.
+
+    ``aucroc``/``R`` follow the paper (against the model's predictions); ``curve("gold")`` gives the same
+    against the gold labels (the reading of a maintainer's reply; useful when the model predicts one
+    class only, where the paper's AUC is undefined).
     """
 
     attention: Float[Tensor, "n layer class"]
     predictions: Predictions = field(repr=False)
-    aucroc: tuple[float | None, ...] = ()
-    R: tuple[float, ...] | None = None
-    note: str = ""
 
     @property
     def n_layers(self) -> int:
         return int(self.attention.shape[1])
 
+    def curve(
+        self, against: str = "prediction"
+    ) -> tuple[tuple[float | None, ...], tuple[float, ...] | None, str]:
+        """``(AUCROC_l per layer, R_l per layer or None, note)`` against ``"prediction"`` or ``"gold"``."""
+        if against not in ("prediction", "gold"):
+            raise AnchorlensError(f"against must be 'prediction' or 'gold', got {against!r}.")
+        reference = self.predictions.predictions if against == "prediction" else self.predictions.labels
+        aucs: list[float | None] = []
+        note = ""
+        for layer in range(self.n_layers):
+            auc, why = auc_by_class(self.attention[:, layer], reference, what=f"{against}s")
+            aucs.append(auc)
+            note = note or why
+        r = cumulative_r([a for a in aucs if a is not None]) if None not in aucs else None
+        if r is None and not note:
+            note = "R undefined: the AUCROC curve is never above chance in total."
+        return tuple(aucs), tuple(r) if r is not None else None, note
+
+    @property
+    def aucroc(self) -> tuple[float | None, ...]:
+        """AUCROC_l against the model's predictions (None where undefined)."""
+        return self.curve()[0]
+
+    @property
+    def R(self) -> tuple[float, ...] | None:
+        """R_l against the model's predictions (None when undefined)."""
+        return self.curve()[1]
+
+    @property
+    def note(self) -> str:
+        return self.curve()[2]
+
     def to_json(self) -> dict[str, Any]:
-        third = max(1, self.n_layers // 3)
-        defined = [a for a in self.aucroc if a is not None]
         out: dict[str, Any] = {
             "n_layers": self.n_layers,
-            "aucroc": list(self.aucroc),
-            "R": list(self.R) if self.R is not None else None,
             "accuracy": self.predictions.accuracy,
             "predicted_class_counts": np.bincount(
                 self.predictions.predictions.numpy(), minlength=self.attention.shape[2]
             ).tolist(),
         }
-        if len(defined) == self.n_layers:
-            shallow = float(np.mean(defined[:third]))
-            deep = float(np.mean(defined[-third:]))
-            out["mean_aucroc_shallow_third"] = shallow
-            out["mean_aucroc_deep_third"] = deep
-            out["claim_holds"] = {"aucroc_rises_in_deep_layers": deep > shallow and deep > 0.5}
-        if self.note:
-            out["note"] = self.note
+        third = max(1, self.n_layers // 3)
+        for against, suffix in (("prediction", ""), ("gold", "_gold")):
+            aucs, r, note = self.curve(against)
+            out[f"aucroc{suffix}"] = list(aucs)
+            out[f"R{suffix}"] = list(r) if r is not None else None
+            if note:
+                out[f"note{suffix}"] = note
+            if None not in aucs:
+                shallow = float(np.mean([a for a in aucs[:third] if a is not None]))
+                deep = float(np.mean([a for a in aucs[-third:] if a is not None]))
+                out[f"mean_aucroc_shallow_third{suffix}"] = shallow
+                out[f"mean_aucroc_deep_third{suffix}"] = deep
+                out[f"aucroc_rises_in_deep_layers{suffix}"] = deep > shallow and deep > 0.5
         return out
 
 
@@ -172,13 +204,4 @@ def deep(
             attention[index] = by_class
             bar.update(len(batch))
     preds = Predictions(label_logits, topk, torch.tensor([p.label for p in prompts]))
-    aucroc: list[float | None] = []
-    note = ""
-    for layer in range(n_layers):
-        auc, why = auc_against_predictions(attention[:, layer], preds.predictions)
-        aucroc.append(auc)
-        note = note or why
-    r = cumulative_r([a for a in aucroc if a is not None]) if all(a is not None for a in aucroc) else None
-    if r is None and not note:
-        note = "R undefined: the AUCROC curve is never above chance in total."
-    return DeepResult(attention, preds, tuple(aucroc), tuple(r) if r is not None else None, note)
+    return DeepResult(attention, preds)

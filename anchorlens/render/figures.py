@@ -52,7 +52,7 @@ def plot_isolation(result: Any, k: int = 5, title: str = "", path: str | Path | 
     """
     runs = result.to_json()["results"] if hasattr(result, "to_json") else result["results"]
     by = {(r["anchors"], r["layers"]): r for r in runs if r["k"] == k}
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 3.9), dpi=120)
     width = 0.18
     for i, (anchors, layers) in enumerate(c for c in _CONDITIONS if c in by):
         r = by[(anchors, layers)]
@@ -70,7 +70,7 @@ def plot_isolation(result: Any, k: int = 5, title: str = "", path: str | Path | 
     ax.set_xticks([0, 1], ["label loyalty", "word loyalty"])
     ax.set_ylim(0, 1.05)
     ax.set_title(title or f"Isolation in the first / last {k} layers")
-    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
@@ -108,15 +108,21 @@ def plot_deep(result: Any, title: str = "", path: str | Path | None = None) -> F
     """Figure 5: AUCROC_l (left axis) and R_l (right axis) per layer."""
     js = result.to_json() if hasattr(result, "to_json") else dict(result)
     fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
-    auc = [float("nan") if a is None else a for a in js["aucroc"]]
-    ax.plot(range(len(auc)), auc, color="#1f77b4", lw=2, label="AUCROC$_l$")
+    for key, ls, label in (
+        ("aucroc", "-", "AUCROC$_l$ vs prediction"),
+        ("aucroc_gold", "--", "AUCROC$_l$ vs gold"),
+    ):
+        if js.get(key) is not None and any(a is not None for a in js[key]):
+            auc = [float("nan") if a is None else a for a in js[key]]
+            ax.plot(range(len(auc)), auc, ls, color="#1f77b4", lw=2, label=label)
     ax.axhline(0.5, color="#1f77b4", lw=0.8, ls=":")
     ax.set_xlabel("layer")
     ax.set_ylabel("AUCROC$_l$", color="#1f77b4")
     ax2 = ax.twinx()
     if js.get("R") is not None:
         ax2.plot(range(len(js["R"])), js["R"], color="#ff7f0e", lw=2, label="$R_l$")
-    ax2.set_ylabel("$R_l$", color="#ff7f0e")
+    ax2.set_ylabel("$R_l$ (vs prediction)", color="#ff7f0e")
+    ax.legend(frameon=False, fontsize=7, loc="upper left")
     ax2.set_ylim(-0.05, 1.05)
     ax.set_title(title or "Target → label-word attention vs prediction")
     ax.grid(alpha=0.3)
