@@ -30,6 +30,7 @@ from anchorlens.prompts import (
     sample_demonstrations,
     sample_test,
 )
+from anchorlens.reweighting import AnchorReweighting, ReweightingResult, table1, train_reweighting
 from anchorlens.runner import predict, target_logits
 from anchorlens.saliency import SaliencyResult, batch_saliency, saliency
 from anchorlens.tasks import BUILTIN_TASKS, Example, Task, load_task
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BUILTIN_TASKS",
+    "AnchorReweighting",
     "AnchorlensError",
     "DeepResult",
     "Demonstrations",
@@ -48,6 +50,7 @@ __all__ = [
     "Predictions",
     "PromptBatch",
     "PromptSet",
+    "ReweightingResult",
     "SaliencyResult",
     "Task",
     "__version__",
@@ -70,8 +73,10 @@ __all__ = [
     "saliency",
     "sample_demonstrations",
     "sample_test",
+    "table1",
     "target_logits",
     "tiny_model",
     "tiny_tokenizer",
+    "train_reweighting",
     "word_loyalty",
 ]

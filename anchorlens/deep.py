@@ -31,6 +31,10 @@ from anchorlens.metrics import Predictions
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
 from anchorlens.runner import target_logits
 
+# The verdict "AUCROC rises in deep layers" needs the deep third's mean AUC to exceed the shallow third's
+# by at least this much (AUC differences below it are within the noise of ~100 prompts).
+RISE = 0.05
+
 
 def auc_by_class(
     scores: Float[Tensor, "n class"], classes: Sequence[int] | Tensor, what: str = "predictions"
@@ -138,7 +142,7 @@ class DeepResult:
                 deep = float(np.mean([a for a in aucs[-third:] if a is not None]))
                 out[f"mean_aucroc_shallow_third{suffix}"] = shallow
                 out[f"mean_aucroc_deep_third{suffix}"] = deep
-                out[f"aucroc_rises_in_deep_layers{suffix}"] = deep > shallow and deep > 0.5
+                out[f"aucroc_rises_in_deep_layers{suffix}"] = deep - shallow >= RISE
         return out
 
 

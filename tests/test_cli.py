@@ -173,3 +173,49 @@ def test_diagnose_command(
     assert (
         cli.main(["diagnose", "--task", task, "--n", "4", "--layer", "7", "--out", str(out), "--quiet"]) == 2
     )
+
+
+def test_reweight_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "task.json").write_text(
+        json.dumps(
+            {"template": "Review: {text}\nSentiment:{label}", "label_words": [" Negative", " Positive"]}
+        )
+    )
+    rows = [(f"{w} movie", y) for w, y in [("good", 1), ("great", 1), ("bad", 0), ("not good", 0)] * 3]
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows)
+        )
+    out = tmp_path / "o"
+    args = [
+        "reweight",
+        "--task",
+        str(folder),
+        "--n",
+        "4",
+        "--epochs",
+        "1",
+        "--aux-shots",
+        "2",
+        "--many-shots",
+        "2",
+    ]
+    assert cli.main([*args, "--out", str(out), "--quiet"]) == 0
+    js = json.loads((out / "reweighting.json").read_text())
+    for key in [
+        "model",
+        "task",
+        "n",
+        "seed",
+        "vanilla_1shot",
+        "vanilla_5shot",
+        "reweighting",
+        "train_seconds",
+        "beta_shape",
+    ]:
+        assert key in js
+    assert js["beta_shape"] == [2, 4, 2] and (out / "beta.pt").exists()
+    assert cli.main([*args, "--shots", "2", "--out", str(out)]) == 2
