@@ -10,6 +10,7 @@ Quick start::
     pred.accuracy
 """
 
+from anchorlens.compression import CompressionResult, compression
 from anchorlens.deep import DeepResult, deep
 from anchorlens.diagnosis import DiagnosisResult, diagnose
 from anchorlens.errors import AnchorlensError
@@ -41,6 +42,7 @@ __all__ = [
     "BUILTIN_TASKS",
     "AnchorReweighting",
     "AnchorlensError",
+    "CompressionResult",
     "DeepResult",
     "Demonstrations",
     "DiagnosisResult",
@@ -59,6 +61,7 @@ __all__ = [
     "build_prompt",
     "build_prompts",
     "collate",
+    "compression",
     "deep",
     "diagnose",
     "frozen",

@@ -271,9 +271,17 @@ def resample_demonstrations(
 
 
 def build_prompt(
-    model_or_tokenizer: Any, task: Task, demos: Sequence[Example], query: Example | str
+    model_or_tokenizer: Any,
+    task: Task,
+    demos: Sequence[Example],
+    query: Example | str,
+    *,
+    demo_texts: bool = True,
 ) -> IclPrompt:
     """Tokenize one prompt and locate its anchors.
+
+    ``demo_texts=False`` drops the demonstrations' texts and keeps their format and label lines
+    (``Review:\nSentiment: Negative``): the paper's Text_anchor baseline.
 
     Raises:
         AnchorlensError: a demonstration's label word tokenizes differently inside the prompt than alone
@@ -287,7 +295,9 @@ def build_prompt(
     # Character spans of every piece, tagged: "t" text, "l" label word, "f" formatting.
     pieces: list[tuple[str, str, int]] = []  # (kind, string, demo index or -1)
     for d, ex in enumerate(demos):
-        pieces += [("f", head, d), ("t", ex.text, d), ("f", middle, d), ("l", task.label_words[ex.label], d)]
+        body = ex.text if demo_texts else ""
+        pieces += [("f", head if demo_texts else head.rstrip(), d), ("t", body, d), ("f", middle, d)]
+        pieces += [("l", task.label_words[ex.label], d)]
         pieces += [("f", suffix, d), ("f", task.separator, d)]
     pieces += [("q", head, -1), ("q", q.text, -1), ("q", middle, -1)]
     text = "".join(s for _, s, _ in pieces)

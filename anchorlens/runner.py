@@ -17,19 +17,27 @@ FwdHooks = Sequence[tuple[Any, Any]]
 BatchHooks = Callable[[PromptBatch], FwdHooks]
 
 
-def target_logits(model: Any, batch: PromptBatch, fwd_hooks: FwdHooks = ()) -> VocabLogits:
+def target_logits(
+    model: Any, batch: PromptBatch, fwd_hooks: FwdHooks = (), **forward_kwargs: Any
+) -> VocabLogits:
     """``[batch, d_vocab]`` full-vocabulary logits at each row's target position.
 
     On a ``HookedTransformer`` the unembedding runs on the target rows only (it is ~20% of a small
-    model's compute otherwise); ``fwd_hooks`` are active for the whole forward pass.
+    model's compute otherwise); ``fwd_hooks`` are active for the whole forward pass; ``forward_kwargs``
+    (e.g. ``past_kv_cache``) go to the model's forward.
     """
     rows = torch.arange(len(batch), device=batch.tokens.device)
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         if hasattr(model, "ln_final") and hasattr(model, "unembed"):
-            resid = model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=model.cfg.n_layers)
+            resid = model(
+                batch.tokens,
+                attention_mask=batch.attention_mask,
+                stop_at_layer=model.cfg.n_layers,
+                **forward_kwargs,
+            )
             final = resid[rows, batch.target][:, None, :]
             return model.unembed(model.ln_final(final))[:, 0, :]
-        logits = model(batch.tokens, attention_mask=batch.attention_mask)
+        logits = model(batch.tokens, attention_mask=batch.attention_mask, **forward_kwargs)
         return logits[rows, batch.target]
 
 

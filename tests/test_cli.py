@@ -219,3 +219,33 @@ def test_reweight_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert key in js
     assert js["beta_shape"] == [2, 4, 2] and (out / "beta.pt").exists()
     assert cli.main([*args, "--shots", "2", "--out", str(out)]) == 2
+
+
+def test_compress_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    task = str(_user_task(tmp_path / "mytask"))
+    out = tmp_path / "o"
+    assert (
+        cli.main(["compress", "--task", task, "--n", "3", "--random-top", "2", "--out", str(out), "--quiet"])
+        == 0
+    )
+    js = json.loads((out / "compression.json").read_text())
+    for key in [
+        "model",
+        "task",
+        "n",
+        "seed",
+        "methods",
+        "speedup",
+        "ideal_speedup",
+        "kept_tokens",
+        "demo_tokens",
+    ]:
+        assert key in js
+    assert set(js["methods"]["hidden_anchor"]) == {"label_loyalty", "word_loyalty", "accuracy"}
+    monkeypatch.setattr(
+        "anchorlens.models.load_model", lambda *a, **k: al.tiny_model(positional_embedding_type="rotary")
+    )
+    assert (
+        cli.main(["compress", "--task", task, "--n", "3", "--positions", "restart", "--out", str(out)]) == 2
+    )

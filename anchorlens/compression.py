@@ -1,0 +1,445 @@
+"""Anchor-only context compression (paper section 3.2, Tables 2 and 3).
+
+Keep only the key/values of the demonstrations' label words and formatting tokens (``Review:``, the
+newline and ``Sentiment:`` before each label, all sub-tokens of the label word, the newline after it),
+drop the demonstration texts, and answer each query on top of that cache: *Hidden_anchor*. If the
+label words really aggregate their demonstrations, this predicts almost as the full prompt does, and
+faster, since the queries no longer recompute the demonstrations.
+
+Fast path: the demonstrations run once; a frozen TransformerLens key/value cache holds the kept positions
+of every layer; each (batched) query runs on top of it. ``positions`` says where the query and the kept
+keys sit:
+
+- ``"original"`` (default): where they were in the full prompt, so relative distances are unchanged.
+  TransformerLens caches keys before rotary and derives every position from the cumulative sum of the
+  attention mask; anchorlens stores each kept position's *gap* to the previous kept one in the cache's
+  mask (its non-zero entries still mean "attend"), so the cumulative sum gives the original positions,
+  for rotary and absolute models alike;
+- ``"compacted"``: renumbered 0..n_kept-1, the query following them (what a plain cache slice gives);
+- ``"restart"``: the query restarts at position 0 (the original GPT-2 code); absolute positions only.
+
+Exact path (for tests): the full prompt, with the query rows' attention to the dropped demonstration keys
+set to -inf before the softmax. With ``"original"`` positions the fast path equals it.
+
+Baselines, all against the full prompt (label loyalty, word loyalty, accuracy):
+- *Text_anchor*: the format and label lines as plain text (``Review:\\nSentiment: Negative\\n...``);
+- *Hidden_random*: the kept set with each label word's first token swapped for a random text token of
+  the same demonstration (seeded);
+- *Hidden_random-top*: the best of 20 seeded Hidden_random draws by label loyalty, each drawn afresh
+  (the original code accumulated them); optimistic, since it selects on the test queries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from anchorlens.errors import AnchorlensError
+from anchorlens.hooks import cut_edges_hooks
+from anchorlens.metrics import Predictions, label_loyalty, word_loyalty
+from anchorlens.prompts import IclPrompt, PromptBatch, build_prompt
+from anchorlens.runner import predict, target_logits
+
+POSITIONS = ("original", "compacted", "restart")
+METHODS = ("full", "text_anchor", "hidden_random", "hidden_random_top", "hidden_anchor")
+
+
+def anchor_positions(prompt: IclPrompt) -> tuple[int, ...]:
+    """Hidden_anchor's kept positions: every demonstration's formatting tokens and label-word sub-tokens.
+
+    Raises:
+        AnchorlensError: a demonstration without formatting tokens (the template has nothing to keep).
+    """
+    fmt = set(prompt.format_positions)
+    for d, span in enumerate(prompt.label_spans):
+        lo = prompt.label_spans[d - 1][-1] if d else -1
+        if not any(lo < p <= span[-1] + 1 for p in fmt):
+            raise AnchorlensError(
+                f"Demonstration {d} has no formatting tokens to keep around its label word (template has no "
+                "prefix or separator tokens?); compression keeps format + label tokens, so the template needs "
+                "some, e.g. 'Review: {text}\\nSentiment:{label}'."
+            )
+    return tuple(sorted(fmt | {p for span in prompt.label_spans for p in span}))
+
+
+def random_anchor_positions(prompt: IclPrompt, seed: int) -> tuple[int, ...]:
+    """Hidden_random: the anchor positions with each label word's first token replaced by a random text
+    token of the same demonstration (same count), seeded."""
+    rng = np.random.default_rng(seed)
+    kept = set(anchor_positions(prompt))
+    for (a, b), first in zip(prompt.text_spans, prompt.label_positions, strict=True):
+        pool = [p for p in range(a, b) if p not in kept]
+        if not pool:
+            raise AnchorlensError("A demonstration has no text token to draw Hidden_random's position from.")
+        kept.discard(first)
+        kept.add(int(rng.choice(pool)))
+    return tuple(sorted(kept))
+
+
+def _check_fixed_demonstrations(prompts: Sequence[IclPrompt]) -> tuple[int, ...]:
+    """The shared demonstration tokens (compression caches them once)."""
+    if not prompts:
+        raise AnchorlensError("No prompts to compress.")
+    prefix = prompts[0].tokens[: prompts[0].query_start]
+    for p in prompts:
+        if p.tokens[: p.query_start] != prefix:
+            raise AnchorlensError(
+                "Compression caches one demonstration set; these prompts have different demonstrations. Build "
+                "them with one fixed set (build_prompts(..., resample=False))."
+            )
+    return prefix
+
+
+@dataclass(frozen=True)
+class AnchorCache:
+    """The kept demonstration key/values of every layer (batch 1, frozen) and their position mask.
+
+    Attributes:
+        keys, values: Per layer ``[1, kept, kv_head, d_head]`` (keys before rotary, as TL caches them).
+        mask: ``[kept]`` attention-mask entries: 1 for ``"compacted"``/``"restart"``; for ``"original"``
+            the gap to the previous kept position, so TL's cumulative sum yields the original positions.
+        kept: The kept positions (prompt coordinates).
+        demo_tokens: Length of the demonstration prefix.
+        positions: The position mode.
+        build_seconds: Time to run the demonstrations and slice the cache (excluded from speed-ups).
+    """
+
+    keys: tuple[Tensor, ...] = field(repr=False)
+    values: tuple[Tensor, ...] = field(repr=False)
+    mask: Int[Tensor, " kept"]
+    kept: tuple[int, ...]
+    demo_tokens: int
+    positions: str
+    build_seconds: float = 0.0
+
+    def for_batch(self, batch_size: int) -> Any:
+        """A frozen ``TransformerLensKeyValueCache`` of this cache expanded to ``batch_size`` rows."""
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+        entries = [
+            TransformerLensKeyValueCacheEntry(
+                k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1), frozen=True
+            )
+            for k, v in zip(self.keys, self.values, strict=True)
+        ]
+        return TransformerLensKeyValueCache(entries, self.mask[None].expand(batch_size, -1), frozen=True)
+
+
+def build_anchor_cache(
+    model: Any, prompt: IclPrompt, kept: Sequence[int] | None = None, positions: str = "original"
+) -> AnchorCache:
+    """Run the demonstrations of ``prompt`` once and keep the key/values at ``kept`` (default: the
+    anchors, :func:`anchor_positions`) in every layer.
+
+    Raises:
+        AnchorlensError: unknown ``positions``; ``"restart"`` on a rotary model; kept positions outside the
+            demonstrations.
+    """
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    if positions not in POSITIONS:
+        raise AnchorlensError(f"positions must be one of {POSITIONS}, got {positions!r}.")
+    if positions == "restart" and model.cfg.positional_embedding_type != "standard":
+        raise AnchorlensError(
+            f"positions='restart' (the original GPT-2 code) is implemented for absolute positional embeddings "
+            f"only; this model uses {model.cfg.positional_embedding_type!r}. Use 'original' or 'compacted'."
+        )
+    if model.cfg.positional_embedding_type not in ("standard", "rotary"):
+        raise AnchorlensError(
+            f"Compression positions are implemented for absolute ('standard') and rotary models; this model "
+            f"uses {model.cfg.positional_embedding_type!r}."
+        )
+    kept = tuple(sorted(kept if kept is not None else anchor_positions(prompt)))
+    n_demo = prompt.query_start
+    if not kept or kept[0] < 0 or kept[-1] >= n_demo:
+        raise AnchorlensError(
+            f"Kept positions must lie in the {n_demo} demonstration tokens; got {kept[:3]}..."
+        )
+    t0 = time.perf_counter()
+    device = model.cfg.device
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch_size=1)
+    prefix = torch.tensor([prompt.tokens[:n_demo]], device=device)
+    with torch.no_grad():
+        model(
+            prefix,
+            attention_mask=torch.ones_like(prefix),
+            past_kv_cache=cache,
+            stop_at_layer=model.cfg.n_layers,
+        )
+    idx = torch.tensor(kept, device=device)
+    keys = tuple(e.past_keys[:, idx].clone() for e in cache.entries)
+    values = tuple(e.past_values[:, idx].clone() for e in cache.entries)
+    if positions == "original":
+        mask = torch.diff(idx, prepend=torch.tensor([-1], device=device))
+    else:
+        mask = torch.ones_like(idx)
+    return AnchorCache(keys, values, mask, kept, n_demo, positions, time.perf_counter() - t0)
+
+
+def _query_batch(prompts: Sequence[IclPrompt], anchor: AnchorCache, pad: int, device: Any) -> PromptBatch:
+    """The prompts' query tokens, right-padded, with the attention mask that places them."""
+    width = max(len(p) - p.query_start for p in prompts)
+    tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        q = p.tokens[p.query_start :]
+        tokens[i, : len(q)] = torch.tensor(q)
+        mask[i, : len(q)] = 1
+        if anchor.positions == "original":  # the first query token sits right after the demonstrations
+            mask[i, 0] = anchor.demo_tokens - anchor.kept[-1]
+    target = torch.tensor([len(p) - p.query_start - 1 for p in prompts])
+    empty = torch.zeros((len(prompts), 0), dtype=torch.long)
+    return PromptBatch(
+        tokens=tokens.to(device),
+        attention_mask=mask.to(device),
+        target=target.to(device),
+        label_positions=empty.to(device),
+        demo_labels=empty.to(device),
+        offset=torch.zeros(len(prompts), dtype=torch.long, device=device),
+        prompts=tuple(prompts),
+    )
+
+
+def _restart_positions(model: Any, batch: PromptBatch) -> Any:
+    """A ``hook_pos_embed`` hook giving the query tokens positions 0.. (pads keep a zero embedding)."""
+    real = batch.attention_mask.bool()[..., None]
+
+    def hook(pos_embed: Tensor, hook: Any) -> Tensor:
+        return model.W_pos[: pos_embed.shape[1]][None] * real
+
+    return hook
+
+
+def predict_compressed(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    anchor: AnchorCache | None = None,
+    *,
+    positions: str = "original",
+    batch_size: int = 8,
+    top_k: int = 5,
+    max_tokens: int | None = None,
+) -> Predictions:
+    """Predict every prompt from its query tokens on top of the anchor cache (fast path).
+
+    Raises:
+        AnchorlensError: prompts with different demonstrations; a query longer than the context left
+            after the cache.
+    """
+    _check_fixed_demonstrations(prompts)
+    if anchor is None:
+        anchor = build_anchor_cache(model, prompts[0], positions=positions)
+    limit = (max_tokens or model.cfg.n_ctx) - (
+        anchor.demo_tokens if anchor.positions == "original" else len(anchor.kept)
+    )
+    longest = max(len(p) - p.query_start for p in prompts)
+    if longest > limit:
+        raise AnchorlensError(
+            f"A query has {longest} tokens but only {limit} positions are left after the cached demonstrations; "
+            "use shorter queries or fewer demonstrations."
+        )
+    tok = getattr(model, "tokenizer", None)
+    pad = getattr(tok, "pad_token_id", None) or 0
+    ids = torch.tensor(prompts[0].label_token_ids)
+    label_logits = torch.zeros(len(prompts), len(ids))
+    topk = torch.zeros(len(prompts), top_k, dtype=torch.long)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = _query_batch([prompts[i] for i in index], anchor, pad, model.cfg.device)
+            hooks = (
+                [("hook_pos_embed", _restart_positions(model, batch))]
+                if anchor.positions == "restart"
+                else []
+            )
+            logits = (
+                target_logits(model, batch, hooks, past_kv_cache=anchor.for_batch(len(index))).float().cpu()
+            )
+            label_logits[index] = logits[:, ids]
+            topk[index] = logits.topk(top_k, dim=-1).indices
+    return Predictions(label_logits, topk, torch.tensor([p.label for p in prompts]))
+
+
+def predict_masked(
+    model: Any, prompts: Sequence[IclPrompt], kept: Sequence[int], *, batch_size: int = 8, top_k: int = 5
+) -> Predictions:
+    """The exact path: full prompts, the query rows' attention to dropped demonstration keys cut (-inf before
+    the softmax) in every layer. Equals :func:`predict_compressed` with ``"original"`` positions."""
+    keep = set(kept)
+
+    def hooks(batch: PromptBatch) -> list[Any]:
+        width = batch.tokens.shape[1]
+        cut = torch.zeros(len(batch), width, width, dtype=torch.bool, device=batch.tokens.device)
+        for r, p in enumerate(batch.prompts):
+            off = int(batch.offset[r])
+            dropped = [off + j for j in range(p.query_start) if j not in keep]
+            cut[r, off + p.query_start : off + len(p), dropped] = True
+        return cut_edges_hooks(range(model.cfg.n_layers), cut, "pre")
+
+    return predict(model, prompts, batch_size=batch_size, fwd_hooks=hooks, top_k=top_k)
+
+
+def text_anchor_prompts(
+    model: Any, prompts: Sequence[IclPrompt], task: Any, demos: Sequence[Any]
+) -> list[IclPrompt]:
+    """Text_anchor: each prompt's query after only the demonstrations' format and label lines
+    (``Review:\nSentiment: Negative\n...Review: <query>\nSentiment:``)."""
+    from anchorlens.tasks import Example
+
+    head, middle, _ = task.template_parts
+    demo_chars = len(task.format_prompt(demos, "")) - len(task.format_query(""))
+    out = []
+    for p in prompts:
+        query = p.text[demo_chars:]
+        if not (query.startswith(head) and query.endswith(middle)):
+            raise AnchorlensError(
+                "A prompt's query does not follow these demonstrations; build prompts and demos together."
+            )
+        text = query[len(head) : len(query) - len(middle)]
+        out.append(build_prompt(model, task, demos, Example(text, p.label), demo_texts=False))
+    return out
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """Table 2 (loyalties and accuracy of every method against the full prompt) and Table 3 (speed-up).
+
+    Attributes:
+        methods: ``{"full", "text_anchor", "hidden_random", "hidden_random_top", "hidden_anchor"}`` ->
+            ``{"label_loyalty", "word_loyalty", "accuracy"}``.
+        speedup: Full-prompt loop time / Hidden_anchor loop time, batch size 1 (None if not timed).
+        speedup_batched: The same at the batched size.
+        ideal_speedup: Total full-prompt tokens / total query tokens: what skipping the demonstrations'
+            tokens could give at best.
+        kept_tokens, demo_tokens, query_tokens: Hidden_anchor's cached positions, the demonstration length,
+            the mean query length.
+        cache_seconds: One-time cost of building the anchor cache (not in the speed-ups).
+    """
+
+    methods: dict[str, dict[str, float]]
+    positions: str
+    kept_tokens: int
+    demo_tokens: int
+    query_tokens: float
+    ideal_speedup: float
+    speedup: float | None = None
+    speedup_batched: float | None = None
+    cache_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["achieved_over_ideal"] = None if self.speedup is None else self.speedup / self.ideal_speedup
+        out["hidden_anchor_beats_baselines_on_label_loyalty"] = all(
+            self.methods["hidden_anchor"]["label_loyalty"] > self.methods[m]["label_loyalty"]
+            for m in ("text_anchor", "hidden_random", "hidden_random_top")
+        )
+        return out
+
+
+def _scores(pred: Predictions, ref: Predictions) -> dict[str, float]:
+    return {
+        "label_loyalty": label_loyalty(pred, ref),
+        "word_loyalty": word_loyalty(pred, ref),
+        "accuracy": pred.accuracy,
+    }
+
+
+def _timed(fn: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def compression(
+    model: Any,
+    prompts: Any,
+    *,
+    positions: str = "original",
+    batch_size: int = 8,
+    n_random_top: int = 20,
+    seed: int = 42,
+    timing: bool = True,
+    progress: bool = False,
+) -> CompressionResult:
+    """Run Hidden_anchor and the paper's baselines against the full prompts, and time the speed-up.
+
+    Args:
+        model: A ``HookedTransformer`` with absolute or rotary positions.
+        prompts: A :class:`anchorlens.PromptSet` with one fixed demonstration set (its task and
+            demonstrations build the Text_anchor prompts).
+        positions: ``"original"``, ``"compacted"`` or ``"restart"`` (see the module docstring).
+        n_random_top: Draws for Hidden_random-top (the paper: 20).
+        seed: Seeds the random positions (draw i of Hidden_random-top uses ``seed + i``).
+        timing: Also time the full and the compressed loops, at batch size 1 and ``batch_size``.
+    """
+    demos = getattr(prompts, "demonstrations", None)
+    task = getattr(prompts, "task", None)
+    if demos is None or task is None:
+        raise AnchorlensError(
+            "compression needs a PromptSet from build_prompts with one fixed demonstration set."
+        )
+    _check_fixed_demonstrations(prompts)
+    steps = tqdm(total=4 + n_random_top, desc="compression", disable=not progress)
+    with steps:
+        ref = predict(model, prompts, batch_size=batch_size)
+        steps.update()
+        methods = {"full": _scores(ref, ref)}
+        text = text_anchor_prompts(model, prompts, task, demos.demos)
+        methods["text_anchor"] = _scores(predict(model, text, batch_size=batch_size), ref)
+        steps.update()
+        first = prompts[0]
+
+        def run(kept: Sequence[int]) -> Predictions:
+            cache = build_anchor_cache(model, first, kept, positions)
+            return predict_compressed(model, prompts, cache, batch_size=batch_size)
+
+        methods["hidden_random"] = _scores(run(random_anchor_positions(first, seed)), ref)
+        steps.update()
+        tops = []
+        for i in range(n_random_top):
+            tops.append(_scores(run(random_anchor_positions(first, seed + i)), ref))
+            steps.update()
+        methods["hidden_random_top"] = (
+            max(tops, key=lambda m: m["label_loyalty"]) if tops else methods["hidden_random"]
+        )
+        anchor = build_anchor_cache(model, first, positions=positions)
+        methods["hidden_anchor"] = _scores(
+            predict_compressed(model, prompts, anchor, batch_size=batch_size), ref
+        )
+        steps.update()
+    query = [len(p) - p.query_start for p in prompts]
+    ideal = sum(len(p) for p in prompts) / sum(query)
+    timings: dict[str, float] = {}
+    speedup = speedup_batched = None
+    if timing:
+        _, timings["full_bs1"] = _timed(lambda: predict(model, prompts, batch_size=1))
+        _, timings["anchor_bs1"] = _timed(lambda: predict_compressed(model, prompts, anchor, batch_size=1))
+        _, timings["full_batched"] = _timed(lambda: predict(model, prompts, batch_size=batch_size))
+        _, timings["anchor_batched"] = _timed(
+            lambda: predict_compressed(model, prompts, anchor, batch_size=batch_size)
+        )
+        speedup = timings["full_bs1"] / timings["anchor_bs1"]
+        speedup_batched = timings["full_batched"] / timings["anchor_batched"]
+    return CompressionResult(
+        methods=methods,
+        positions=positions,
+        kept_tokens=len(anchor.kept),
+        demo_tokens=anchor.demo_tokens,
+        query_tokens=float(np.mean(query)),
+        ideal_speedup=ideal,
+        speedup=speedup,
+        speedup_batched=speedup_batched,
+        cache_seconds=anchor.build_seconds,
+        timings=timings,
+    )
