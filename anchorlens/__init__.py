@@ -31,6 +31,7 @@ from anchorlens.prompts import (
     sample_demonstrations,
     sample_test,
 )
+from anchorlens.report import ReproduceConfig, reproduce
 from anchorlens.reweighting import AnchorReweighting, ReweightingResult, table1, train_reweighting
 from anchorlens.runner import predict, target_logits
 from anchorlens.saliency import SaliencyResult, batch_saliency, saliency
@@ -52,6 +53,7 @@ __all__ = [
     "Predictions",
     "PromptBatch",
     "PromptSet",
+    "ReproduceConfig",
     "ReweightingResult",
     "SaliencyResult",
     "Task",
@@ -72,6 +74,7 @@ __all__ = [
     "load_model",
     "load_task",
     "predict",
+    "reproduce",
     "resample_demonstrations",
     "saliency",
     "sample_demonstrations",

@@ -16,6 +16,9 @@ from typing import Any
 
 from anchorlens.errors import AnchorlensError
 
+# Kept here (not imported from anchorlens.report) so that --help stays fast.
+EXPERIMENT_NAMES = ("saliency", "isolation", "deep", "reweighting", "compression", "diagnosis")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and data")
@@ -190,6 +193,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-timing", action="store_true", help="skip the speed-up measurement")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="run every experiment and write one offline report (report.html, report.md, results.json)",
+        description="Run saliency, isolation, deep layers, re-weighting, compression and diagnosis on every "
+        "task and seed, average over seeds as the paper does, and write OUT/report.html (self-contained), "
+        "OUT/report.md and OUT/results.json. Results are cached in OUT/cache: a second run skips finished work.",
+    )
+    g = p.add_argument_group("what to run")
+    g.add_argument("--model", default="smollm2-135m", help="default: %(default)s")
+    g.add_argument(
+        "--tasks", default="sst2,trec,agnews,emoc", help="comma-separated tasks (default: %(default)s)"
+    )
+    g.add_argument("--n", type=int, default=20, help="test queries per task and seed (default: %(default)s)")
+    g.add_argument(
+        "--seeds",
+        default="42",
+        help="comma-separated seeds (default: %(default)s; the paper: 42,43,44,45,46)",
+    )
+    g.add_argument(
+        "--experiments", default=",".join(EXPERIMENT_NAMES), help="comma-separated subset (default: all)"
+    )
+    g.add_argument("--shots", type=int, default=1, help="demonstrations per class (default: %(default)s)")
+    g.add_argument("--k", type=int, default=5, help="isolated layers (default: %(default)s)")
+    g.add_argument("--reweight-epochs", type=int, default=10, help="default: %(default)s (the paper)")
+    g.add_argument(
+        "--random-top", type=int, default=20, help="Hidden_random-top draws (default: %(default)s)"
+    )
+    g.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding <task>/train.jsonl (default: $ANCHORLENS_DATA, ../shared/data)",
+    )
+    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    g.add_argument("--cache-dir", default=None, help="cache of converted offline weights")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 
@@ -478,6 +520,40 @@ def cmd_compress(args: argparse.Namespace) -> int:
         f"{_title(args, task, prompts)}: speed-up {speed} (ideal {result.ideal_speedup:.2f}x; kept "
         f"{result.kept_tokens} of {result.demo_tokens} demonstration tokens) -> {path}"
     )
+    return 0
+
+
+def _csv(text: str, kind: type = str) -> tuple[Any, ...]:
+    try:
+        return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise AnchorlensError(f"Expected a comma-separated list of {kind.__name__}s, got {text!r}.") from None
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from anchorlens.report import ReproduceConfig, reproduce
+
+    cfg = ReproduceConfig(
+        model=args.model,
+        tasks=_csv(args.tasks),
+        n=args.n,
+        seeds=_csv(args.seeds, int),
+        out=args.out,
+        experiments=_csv(args.experiments),
+        shots=args.shots,
+        k=args.k,
+        batch_size=args.batch_size,
+        reweight_epochs=args.reweight_epochs,
+        random_top=args.random_top,
+        data_dir=args.data_dir,
+        device=args.device,
+        cache_dir=args.cache_dir,
+    )
+    results = reproduce(cfg, progress=not args.quiet)
+    for name in EXPERIMENT_NAMES:
+        if name in results:
+            print(f"  {name:>12}: {results[name]['verdict']}")
+    print(f"report in {results['wall_seconds']:.0f} s -> {Path(args.out) / 'report.html'}")
     return 0
 
 

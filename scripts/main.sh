@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/anchorlens predict --model smollm2-135m --task sst2 --shots 1 --n 100 --seed 42 --out runs/predict "$@"
+# Every figure and table of the paper on the offline model, small n (about 15 minutes on 2 CPU cores);
+# resumable: a second run reuses runs/report/cache. Open runs/report/report.html in a browser.
+.venv/bin/anchorlens reproduce --model smollm2-135m --tasks sst2,trec,agnews,emoc --n 20 --seeds 42 --out runs/report "$@"

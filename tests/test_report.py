@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import anchorlens as al
+from anchorlens import cli
+from anchorlens.report import EXPERIMENTS
+
+
+def _three_class_task(folder: Path) -> Path:
+    folder.mkdir()
+    words = [" World", " Sports", " Business"]
+    (folder / "task.json").write_text(
+        json.dumps({"template": "Article: {text}\nAnswer:{label}", "label_words": words})
+    )
+    texts = [["the world", "a market"], ["the game", "the team"], ["the stock", "a market"]]
+    rows = [(f"{t} {w}", y) for y, ts in enumerate(texts) for t in ts for w in ("is good", "was bad", "not")]
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows)
+        )
+    return folder
+
+
+def test_reproduce_writes_an_offline_report_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3))
+    task = str(_three_class_task(tmp_path / "news"))
+    out = tmp_path / "report"
+    args = ["reproduce", "--tasks", task, "--n", "12", "--seeds", "1,2", "--k", "1", "--reweight-epochs", "1"]
+    args += ["--random-top", "2", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    for name in EXPERIMENTS:
+        assert name in results and "verdict" in results[name], name
+    assert results["seeds"] == [1, 2] and len(list((out / "cache").glob("*-news-*.json"))) == 2 * len(
+        EXPERIMENTS
+    )
+    page = (out / "report.html").read_text()
+    for title in ["Figure 3", "Figure 4", "Figure 5", "Table 1", "Tables 2 and 3", "Figure 6"]:
+        assert title in page
+    assert page.count("data:image/png;base64,") >= 4 and "unpkg.com" not in page and "<svg" in page
+    assert "Verdict" in (out / "report.md").read_text()
+
+    def no_model(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("a second run must come from the cache")
+
+    monkeypatch.setattr("anchorlens.models.load_model", no_model)
+    assert cli.main(args) == 0
+
+
+def test_reproduce_bad_input(tmp_path: Path) -> None:
+    assert cli.main(["reproduce", "--experiments", "saliency,nope", "--out", str(tmp_path)]) == 2
+    assert cli.main(["reproduce", "--seeds", "x", "--out", str(tmp_path)]) == 2
