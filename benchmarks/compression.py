@@ -16,19 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+
+from _common import best_of
 
 import anchorlens as al
 from anchorlens.compression import build_anchor_cache, predict_compressed
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

@@ -20,24 +20,13 @@ import argparse
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from _common import best_of, frozen_fwd_bwd, peak_kb, plain_fwd_bwd
 
 import anchorlens as al
 from anchorlens.reweighting import AnchorReweighting
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def setup(args: argparse.Namespace) -> tuple[Any, AnchorReweighting, Any, torch.optim.Optimizer]:
@@ -53,42 +42,6 @@ def setup(args: argparse.Namespace) -> tuple[Any, AnchorReweighting, Any, torch.
     return model, module, batch, optimizer
 
 
-def plain_fwd_bwd(model: Any, batch: Any) -> None:
-    """The floor: a normal forward, the same loss, loss.backward() into the parameters."""
-    ids = torch.tensor(batch.prompts[0].label_token_ids)
-    labels = torch.tensor([p.label for p in batch.prompts])
-    logits = model(batch.tokens, attention_mask=batch.attention_mask)
-    rows = torch.arange(len(batch))
-    loss = F.cross_entropy(logits[rows, batch.target][:, ids], labels)
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-
-
-def frozen_fwd_bwd(model: Any, batch: Any) -> None:
-    """Backward to the embeddings only, parameters frozen."""
-    ids = torch.tensor(batch.prompts[0].label_token_ids)
-    labels = torch.tensor([p.label for p in batch.prompts])
-    store: dict[str, torch.Tensor] = {}
-
-    def leaf(x: torch.Tensor, hook: Any) -> torch.Tensor:
-        x = x.detach().requires_grad_(True)
-        store["x"] = x
-        return x
-
-    with al.frozen(model), model.hooks(fwd_hooks=[("hook_embed", leaf)]):
-        logits = al.target_logits(model, batch)
-        loss = F.cross_entropy(logits[:, ids], labels)
-        torch.autograd.grad(loss, [store["x"]])
-
-
-def rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def child(args: argparse.Namespace) -> None:
     """Peak resident memory added by one run of ``args.child`` (kB), in this fresh process."""
     model, module, batch, optimizer = setup(args)
@@ -97,12 +50,7 @@ def child(args: argparse.Namespace) -> None:
         "frozen": lambda: frozen_fwd_bwd(model, batch),
         "step": lambda: module.train_step(model, batch, optimizer),
     }
-    run[args.child]()  # warm-up: allocator pools, lazy inits, Adam state
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current RSS
-    before = rss_kb("VmRSS:")
-    run[args.child]()
-    print(json.dumps({"peak_kb": rss_kb("VmHWM:") - before}))
+    print(json.dumps({"peak_kb": peak_kb(run[args.child])}))
 
 
 def main() -> None:
