@@ -1,7 +1,8 @@
 """``anchorlens reproduce``: every experiment of the paper, averaged over seeds, as one offline report.
 
-Each (experiment, task, seed) result is cached as JSON under ``OUT/cache/``, so a second run skips
-finished work (delete a file to redo it). The report quotes the paper's numbers (GPT2-XL / GPT-J, from the
+Each (experiment, task, seed) result is cached as JSON under ``OUT/cache/<settings>/`` (one folder per
+combination of model, n, shots, k, batch size, epochs and draws), so a second run with the same settings
+skips finished work (delete a file to redo it) and a run with other settings never reuses it. The report quotes the paper's numbers (GPT2-XL / GPT-J, from the
 reference notes) next to the measured ones and gives a one-line verdict per claim.
 
 Averaging follows the paper: saliency curves are normalised per seed, then averaged; loyalties and
@@ -107,6 +108,15 @@ class ReproduceConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def settings_key(cfg: ReproduceConfig) -> str:
+    """A short name for the settings that change an experiment's result (not tasks, seeds or paths)."""
+    import hashlib
+
+    keys = ("model", "n", "shots", "k", "batch_size", "reweight_epochs", "random_top")
+    text = json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def _cached(path: Path, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     if path.is_file():
         return dict(json.loads(path.read_text(encoding="utf-8")))
@@ -180,6 +190,7 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
         for s in cfg.seeds
         if not (e == "diagnosis" and len(tasks[t].label_words) < 3)  # pairwise confusion needs 3+ classes
     ]
+    cache = out / "cache" / settings_key(cfg)  # other settings never reuse these results
     loaded: list[Any] = []
 
     def model() -> Any:  # loaded once, and only if some result is not cached yet
@@ -192,7 +203,7 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(jobs, desc="reproduce", unit="run", disable=not progress)
     for e, t, s in bar:
         bar.set_postfix_str(f"{e} {t} seed {s}")
-        path = out / "cache" / f"{e}-{tasks[t].name}-{s}.json"
+        path = cache / f"{e}-{tasks[t].name}-{s}.json"
 
         def job(e: str = e, t: str = t, s: int = s) -> dict[str, Any]:
             return run_experiment(model(), tasks[t], e, s, cfg)
@@ -205,9 +216,7 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     figures = draw_figures(results, out / "figures", named)
-    flow = _cached(
-        out / "cache" / "flow-view.json", lambda: {"html": _flow_view(model(), tasks[cfg.tasks[0]], cfg)}
-    )
+    flow = _cached(cache / "flow-view.json", lambda: {"html": _flow_view(model(), tasks[cfg.tasks[0]], cfg)})
     (out / "report.md").write_text(render_markdown(results, named), encoding="utf-8")
     (out / "report.html").write_text(render_html(results, named, figures, flow["html"]), encoding="utf-8")
     return results
@@ -674,7 +683,8 @@ def render_markdown(results: dict[str, Any], cfg: ReproduceConfig) -> str:
         f"# anchorlens report: {cfg.model}",
         "",
         f"Tasks {', '.join(cfg.tasks)}; n = {cfg.n} per task and seed; seeds {', '.join(map(str, cfg.seeds))}; "
-        f"{cfg.shots} demonstration(s) per class. Wall time {results.get('wall_seconds', 0):.0f} s.",
+        f"{cfg.shots} demonstration(s) per class; re-weighting {cfg.reweight_epochs} epochs (the paper: 10). "
+        f"Wall time {results.get('wall_seconds', 0):.0f} s.",
         "",
     ]
     for title, paper, verdict, body in _sections(results, cfg, "md"):
@@ -701,7 +711,8 @@ def render_html(
         "</style></head><body>",
         f"<h1>anchorlens: Label Words are Anchors on {html.escape(cfg.model)}</h1>",
         f"<p>Tasks {html.escape(', '.join(cfg.tasks))}; n = {cfg.n} per task and seed; seeds {', '.join(map(str, cfg.seeds))}; "
-        f"{cfg.shots} demonstration(s) per class; wall time {results.get('wall_seconds', 0):.0f} s. Everything on this page is "
+        f"{cfg.shots} demonstration(s) per class; re-weighting trained {cfg.reweight_epochs} epochs (the paper: 10); "
+        f"wall time {results.get('wall_seconds', 0):.0f} s. Everything on this page is "
         "embedded: it needs no network.</p>",
     ]
     for title, paper, verdict, body in _sections(results, cfg, "html"):

@@ -37,7 +37,7 @@ def test_reproduce_writes_an_offline_report_and_resumes(
     results = json.loads((out / "results.json").read_text())
     for name in EXPERIMENTS:
         assert name in results and "verdict" in results[name], name
-    assert results["seeds"] == [1, 2] and len(list((out / "cache").glob("*-news-*.json"))) == 2 * len(
+    assert results["seeds"] == [1, 2] and len(list((out / "cache").glob("*/*-news-*.json"))) == 2 * len(
         EXPERIMENTS
     )
     page = (out / "report.html").read_text()
@@ -51,6 +51,8 @@ def test_reproduce_writes_an_offline_report_and_resumes(
 
     monkeypatch.setattr("anchorlens.models.load_model", no_model)
     assert cli.main(args) == 0
+    with pytest.raises(AssertionError, match="from the cache"):  # other settings: nothing reused
+        cli.main([*args[:-3], "--random-top", "3", "--out", str(out), "--quiet"])
 
 
 def test_reproduce_bad_input(tmp_path: Path) -> None:
