@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.saliency import thirds
 
 EXPERIMENTS = ("saliency", "isolation", "deep", "reweighting", "compression", "diagnosis")
 
@@ -253,7 +254,7 @@ def aggregate(runs: dict[tuple[str, str, int], dict[str, Any]], cfg: ReproduceCo
             curves = {
                 k: np.mean([r[k] for r in seeds], 0).tolist() for k in ("S_wp_norm", "S_pq_norm", "S_ww_norm")
             }
-            per_task[t] = {**curves, "thirds": _thirds(curves)}
+            per_task[t] = {**curves, "thirds": thirds(curves)}
         holds = {
             t: v["thirds"][0]["dominant"] == "S_wp" and v["thirds"][2]["dominant"] == "S_pq"
             for t, v in per_task.items()
@@ -411,24 +412,6 @@ def aggregate(runs: dict[tuple[str, str, int], dict[str, Any]], cfg: ReproduceCo
             + f": Spearman agreement of predicted and actual confusion {rho:+.2f}",
         }
     return res
-
-
-def _thirds(curves: dict[str, list[float]]) -> list[dict[str, Any]]:
-    n = len(curves["S_wp_norm"])
-    bounds = [0, round(n / 3), round(2 * n / 3), n]
-    out = []
-    for name, a, b in zip(("shallow", "middle", "deep"), bounds[:-1], bounds[1:], strict=True):
-        wp, pq = float(np.mean(curves["S_wp_norm"][a:b])), float(np.mean(curves["S_pq_norm"][a:b]))
-        out.append(
-            {
-                "third": name,
-                "layers": [a, b - 1],
-                "S_wp_norm": wp,
-                "S_pq_norm": pq,
-                "dominant": "S_wp" if wp > pq else "S_pq",
-            }
-        )
-    return out
 
 
 def _verdict(holds: dict[str, bool], claim: str) -> str:

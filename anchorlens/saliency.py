@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
@@ -73,21 +74,7 @@ class SaliencyResult:
     def thirds(self) -> list[dict[str, Any]]:
         """The paper's claim per third of the network (shallow, middle, deep): mean normalised S_wp and
         S_pq there, and which dominates. The claim: S_wp in the shallow third, S_pq in the deep third."""
-        norm = self.normalized()
-        bounds = [0, round(self.n_layers / 3), round(2 * self.n_layers / 3), self.n_layers]
-        out = []
-        for name, a, b in zip(("shallow", "middle", "deep"), bounds[:-1], bounds[1:], strict=True):
-            wp, pq = float(norm["S_wp_norm"][a:b].mean()), float(norm["S_pq_norm"][a:b].mean())
-            out.append(
-                {
-                    "third": name,
-                    "layers": [a, b - 1],
-                    "S_wp_norm": wp,
-                    "S_pq_norm": pq,
-                    "dominant": "S_wp" if wp > pq else "S_pq",
-                }
-            )
-        return out
+        return thirds({k: [float(x) for x in v] for k, v in self.normalized().items()})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n_layers": self.n_layers, "heads": self.heads}
@@ -117,6 +104,21 @@ def flow_masks(batch: PromptBatch, width: int) -> tuple[FlowMasks, FlowMasks, Fl
     pq[rows, q[:, None], batch.label_positions] = True
     ww = valid & ~wp & ~pq
     return wp, pq, ww
+
+
+def thirds(curves: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
+    """Per third of the layers (shallow, middle, deep): mean ``S_wp_norm`` and ``S_pq_norm`` and which
+    dominates, from normalised per-layer curves (a :meth:`SaliencyResult.normalized` or its JSON)."""
+    n = len(curves["S_wp_norm"])
+    bounds = [0, round(n / 3), round(2 * n / 3), n]
+    out = []
+    for name, a, b in zip(("shallow", "middle", "deep"), bounds[:-1], bounds[1:], strict=True):
+        wp, pq = float(np.mean(curves["S_wp_norm"][a:b])), float(np.mean(curves["S_pq_norm"][a:b]))
+        dominant = "S_wp" if wp > pq else "S_pq"
+        out.append(
+            {"third": name, "layers": [a, b - 1], "S_wp_norm": wp, "S_pq_norm": pq, "dominant": dominant}
+        )
+    return out
 
 
 def batch_saliency(
