@@ -16,7 +16,7 @@ from anchorlens.diagnosis import DiagnosisResult, diagnose
 from anchorlens.errors import AnchorlensError
 from anchorlens.isolation import IsolationResult, isolation
 from anchorlens.metrics import Predictions, accuracy, label_loyalty, word_loyalty
-from anchorlens.models import frozen, load_model, tiny_model, tiny_tokenizer
+from anchorlens.models import fast_layout, frozen, load_model, tiny_model, tiny_tokenizer
 from anchorlens.prompts import (
     Demonstrations,
     IclPrompt,
@@ -66,6 +66,7 @@ __all__ = [
     "compression",
     "deep",
     "diagnose",
+    "fast_layout",
     "frozen",
     "isolation",
     "iter_batches",

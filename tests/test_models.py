@@ -60,3 +60,35 @@ def test_offline_model_second_load_is_cached(smollm2) -> None:  # type: ignore[n
     print(f"cached load: {time.perf_counter() - t0:.1f} s")
     assert torch.equal(again.W_E, smollm2.W_E)
     assert torch.equal(again.blocks[3].attn.W_Q, smollm2.blocks[3].attn.W_Q)
+
+
+@pytest.mark.parametrize("kind", ["gpt2_like", "llama_like"])
+def test_fast_layout_is_bit_identical_and_copies_no_weights(kind: str) -> None:
+    rotary = kind == "llama_like"
+    kwargs = {"positional_embedding_type": "rotary", "n_key_value_heads": 2} if rotary else {}
+    fast = al.tiny_model(**kwargs)
+    plain = al.tiny_model(**kwargs)
+    for p in plain.parameters():  # TransformerLens' own layout
+        p.data = p.data.contiguous()
+    tokens = torch.tensor([[3, 9, 4, 7, 1, 8, 2]])
+    assert torch.equal(fast(tokens), plain(tokens))
+    assert all(torch.equal(fast.state_dict()[k], v) for k, v in plain.state_dict().items())
+    assert al.fast_layout(fast) is fast  # idempotent
+    assert torch.equal(fast(tokens), plain(tokens))
+
+    weight_shapes = {tuple(p.shape) for p in fast.parameters() if p.dim() >= 2}
+    weight_shapes |= {(s[0] * s[2], s[1]) for s in weight_shapes if len(s) == 3}  # rearranged Q/K/V
+    weight_shapes |= {(s[2], s[0] * s[1]) for s in weight_shapes if len(s) == 3}  # rearranged O
+    weight_shapes |= {s[::-1] for s in weight_shapes if len(s) == 2}  # transposed
+
+    def copied_weights(model: torch.nn.Module) -> int:
+        with torch.profiler.profile(record_shapes=True) as prof, torch.no_grad():
+            model(tokens)
+        return sum(
+            e.count
+            for e in prof.key_averages(group_by_input_shape=True)
+            if e.key == "aten::copy_" and e.input_shapes and tuple(e.input_shapes[0]) in weight_shapes
+        )
+
+    assert copied_weights(plain) > 0  # TransformerLens copies weights on every forward...
+    assert copied_weights(fast) == 0  # ...unless they are stored in the layout it reads
