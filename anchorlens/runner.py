@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -27,7 +28,8 @@ def target_logits(
     (e.g. ``past_kv_cache``) go to the model's forward.
     """
     rows = torch.arange(len(batch), device=batch.tokens.device)
-    with model.hooks(fwd_hooks=list(fwd_hooks)):
+    # No hooks, no context: leaving model.hooks() walks every hook point (~2.5 ms on SmolLM2).
+    with model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext():
         if hasattr(model, "ln_final") and hasattr(model, "unembed"):
             resid = model(
                 batch.tokens,

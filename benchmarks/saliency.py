@@ -4,11 +4,13 @@
   loss (``loss.backward()`` into the parameters, the usual way; target <= 1.3);
 - ``cost_vs_frozen_fwd_bwd``: the same against a backward to the embeddings only, parameters frozen;
 - ``batched_vs_loop_throughput``: examples/s of ``saliency(batch_size=B)`` / examples/s of a batch-size-1
-  loop, the original code's way (target >= 2);
+  loop, the original code's way, both on the model as ``load_model`` gives it (target >= 2);
+- ``batched_vs_stock_loop_throughput``: the same against the batch-size-1 loop on TransformerLens' stock
+  weight layout (without :func:`anchorlens.fast_layout`, whose forward copies every weight each call);
 - ``peak_mem_vs_fwd_bwd``: peak resident memory added by ``saliency`` on the batch / added by the plain
   forward+backward (target <= 1.5), each measured in a fresh child process.
 
-Usage: ``.venv/bin/python benchmarks/saliency.py [--n 16] [--batch-size 8]``. The last line is one JSON object.
+Usage: ``.venv/bin/python benchmarks/saliency.py [--n 32] [--batch-size 4]``. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--task", default="sst2")
-    parser.add_argument("--n", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", choices=("plain", "saliency"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -57,6 +59,12 @@ def main() -> None:
     t_frozen = best_of(lambda: frozen_fwd_bwd(model, batch), args.repeats)
     t_loop = best_of(lambda: al.saliency(model, prompts, batch_size=1), 1)
     t_batched = best_of(lambda: al.saliency(model, prompts, batch_size=args.batch_size), 1)
+    fast = {name: p.data for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.data = p.data.contiguous()  # TransformerLens' stock layout
+    t_stock_loop = best_of(lambda: al.saliency(model, prompts, batch_size=1), 1)
+    for name, p in model.named_parameters():
+        p.data = fast[name]
 
     def peak(mode: str) -> int:
         cmd = [
@@ -86,6 +94,7 @@ def main() -> None:
         "loop_examples_per_s": len(prompts) / t_loop,
         "batched_examples_per_s": len(prompts) / t_batched,
         "batched_vs_loop_throughput": t_loop / t_batched,
+        "batched_vs_stock_loop_throughput": t_stock_loop / t_batched,
         "peak_mem_mb_saliency": peak_sal / 1024,
         "peak_mem_mb_fwd_bwd": peak_plain / 1024,
         "peak_mem_vs_fwd_bwd": peak_sal / peak_plain,
