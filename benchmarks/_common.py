@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,8 +64,13 @@ def _rss_kb(field: str) -> int:
 
 
 def peak_kb(run: Callable[[], object]) -> int:
-    """Peak resident memory (kB) one call of ``run`` adds, after a warm-up call (Linux ``VmHWM``)."""
-    run()  # warm-up: allocator pools, lazy inits, optimizer state
+    """Peak resident memory (kB) one call of ``run`` adds, after a warm-up call (Linux ``VmHWM``).
+
+    The memory the warm-up freed goes back to the system first (``malloc_trim``), or the measured call would
+    reuse it unseen."""
+    run()  # warm-up: lazy inits, optimizer state
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak to the current resident size
     before = _rss_kb("VmRSS:")
