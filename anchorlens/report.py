@@ -488,7 +488,15 @@ def _sections(results: dict[str, Any], cfg: ReproduceConfig, fmt: str) -> list[t
     if "saliency" in results:
         s = results["saliency"]
         rows = [
-            [t, *(f"{th['dominant']} ({th['S_wp_norm']:.2f} / {th['S_pq_norm']:.2f})" for th in v["thirds"])]
+            [
+                t,
+                *(
+                    f"{th['dominant']} ({th['S_wp_norm']:.2f} / {th['S_pq_norm']:.2f})"
+                    if th["layers"]
+                    else "no layers"
+                    for th in v["thirds"]
+                ),
+            ]
             for t, v in s["per_task"].items()
         ]
         out.append(

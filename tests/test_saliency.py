@@ -119,6 +119,9 @@ def test_result_curves_and_json(gpt2_like, toy_task) -> None:  # type: ignore[no
     torch.testing.assert_close(res.curves()["S_wp"], res.S_wp.mean(0))
     js = res.to_json()
     assert js["n_layers"] == 2 and len(js["S_ww_norm"]) == 2
+    # two layers: the shallow and deep thirds hold one layer each, the middle third none
+    assert [t["layers"] for t in js["thirds"]] == [[0, 0], [], [1, 1]]
+    assert js["thirds"][1]["dominant"] is None and js["thirds"][0]["S_wp_norm"] == float(norm["S_wp_norm"][0])
 
 
 def test_refusals(toy_task) -> None:  # type: ignore[no-untyped-def]
