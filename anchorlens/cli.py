@@ -557,9 +557,32 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def keep_freed_memory() -> None:
+    """Make glibc keep freed memory for reuse (this process only; Linux, else nothing).
+
+    By default glibc hands each freed block of over ~32 MB back to the system, and the next tensor of that
+    size page-faults it in again; a batch of 300-token prompts' attention tensors is that size. Measured on
+    SmolLM2 and 2 CPU cores: a batch of 8 AG News prompts, 4.7 s -> 3.8 s. The process's resident memory
+    then stays near its peak.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # the most glibc allows: blocks up to 32 MB come from the heap
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 256 << 20)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         return int(args.func(args))
     except AnchorlensError as e:

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import anchorlens as al
 from anchorlens import cli
@@ -249,3 +250,12 @@ def test_compress_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert (
         cli.main(["compress", "--task", task, "--n", "3", "--positions", "restart", "--out", str(out)]) == 2
     )
+
+
+def test_keep_freed_memory_is_harmless_to_repeat() -> None:
+    from anchorlens.cli import keep_freed_memory
+
+    keep_freed_memory()
+    keep_freed_memory()
+    big = torch.ones(9 << 20)  # 36 MB: over the threshold, still allocates and frees normally
+    assert float(big.sum()) == 9 << 20
