@@ -557,8 +557,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def keep_freed_memory() -> None:
-    """Make glibc keep freed memory for reuse (this process only; Linux, else nothing).
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse (this process only); False where there is no glibc.
 
     By default glibc hands each freed block of over ~32 MB back to the system, and the next tensor of that
     size page-faults it in again; a batch of 300-token prompts' attention tensors is that size. Measured on
@@ -566,17 +566,22 @@ def keep_freed_memory() -> None:
     then stays near its peak.
     """
     if not sys.platform.startswith("linux"):
-        return
+        return False
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (e.g. musl)
-        return
+        return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    libc.mallopt(m_mmap_threshold, 32 << 20)  # the most glibc allows: blocks up to 32 MB come from the heap
-    libc.mallopt(m_trim_threshold, 1 << 30)
-    libc.mallopt(m_top_pad, 256 << 20)
+    return all(  # mallopt returns 1 when it accepts a setting
+        libc.mallopt(option, value) == 1
+        for option, value in (
+            (m_mmap_threshold, 32 << 20),  # blocks up to 32 MB (attention tensors) come from the heap
+            (m_trim_threshold, 1 << 30),
+            (m_top_pad, 256 << 20),
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -252,10 +254,11 @@ def test_compress_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
-def test_keep_freed_memory_is_harmless_to_repeat() -> None:
+def test_keep_freed_memory_is_accepted_and_harmless_to_repeat() -> None:
     from anchorlens.cli import keep_freed_memory
 
-    keep_freed_memory()
-    keep_freed_memory()
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc  # glibc accepts every setting
+    assert keep_freed_memory() is glibc
     big = torch.ones(9 << 20)  # 36 MB: over the threshold, still allocates and frees normally
     assert float(big.sum()) == 9 << 20
