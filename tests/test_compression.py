@@ -113,6 +113,10 @@ def test_bad_input(gpt2_like, toy_task) -> None:  # type: ignore[no-untyped-def]
     p = al.build_prompt(gpt2_like, bare, [al.Example("good", 1), al.Example("bad", 0)], "x")
     with pytest.raises(al.AnchorlensError, match="no formatting tokens"):
         anchor_positions(p)
+    alibi = al.tiny_model(positional_embedding_type="alibi")  # neither absolute nor rotary
+    for positions in ("original", "compacted"):
+        with pytest.raises(al.AnchorlensError, match=r"implemented for absolute \('standard'\) and rotary"):
+            build_anchor_cache(alibi, al.build_prompts(alibi, toy_task, n=1)[0], positions=positions)
     mixed = al.build_prompts(gpt2_like, toy_task, n=2, resample=True, seed=1, shots=2)
     if mixed[0].tokens[: mixed[0].query_start] != mixed[1].tokens[: mixed[1].query_start]:
         with pytest.raises(al.AnchorlensError, match="one demonstration set"):
