@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -43,10 +43,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.hooks import cut_edges_hooks
+from anchorlens.hooks import FwdHook, cut_edges_hooks, restart_positions_hook
 from anchorlens.metrics import Predictions, label_loyalty, word_loyalty
-from anchorlens.prompts import IclPrompt, PromptBatch, build_prompt
-from anchorlens.runner import predict, target_logits
+from anchorlens.prompts import IclPrompt, PromptBatch, PromptSet, build_prompt, pad_token_id
+from anchorlens.runner import HookSpec, PredictionBuffer, forward_batches, predict, then
 
 POSITIONS = ("original", "compacted", "restart")
 METHODS = ("full", "text_anchor", "hidden_random", "hidden_random_top", "hidden_anchor")
@@ -135,10 +135,16 @@ class AnchorCache:
 
 
 def build_anchor_cache(
-    model: Any, prompt: IclPrompt, kept: Sequence[int] | None = None, positions: str = "original"
+    model: Any,
+    prompt: IclPrompt,
+    kept: Sequence[int] | None = None,
+    positions: str = "original",
+    *,
+    fwd_hooks: HookSpec = None,
 ) -> AnchorCache:
     """Run the demonstrations of ``prompt`` once and keep the key/values at ``kept`` (default: the
-    anchors, :func:`anchor_positions`) in every layer.
+    anchors, :func:`anchor_positions`) in every layer. The caller's ``fwd_hooks`` run in that pass (a
+    function of the batch gets a ``"prefix"`` :class:`PromptBatch`).
 
     Raises:
         AnchorlensError: unknown ``positions``; ``"restart"`` on a rotary model; kept positions outside the
@@ -167,14 +173,16 @@ def build_anchor_cache(
     t0 = time.perf_counter()
     device = model.cfg.device
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch_size=1)
-    prefix = torch.tensor([prompt.tokens[:n_demo]], device=device)
+    prefix = _prefix_batch(prompt, device)
     with torch.no_grad():
-        model(
-            prefix,
-            attention_mask=torch.ones_like(prefix),
-            past_kv_cache=cache,
-            stop_at_layer=model.cfg.n_layers,
-        )
+        for _ in forward_batches(
+            model,
+            [prompt],
+            fwd_hooks=fwd_hooks,
+            batches=[([], prefix)],
+            forward_kwargs=lambda _: {"past_kv_cache": cache},
+        ):
+            pass
     idx = torch.tensor(kept, device=device)
     keys = tuple(e.past_keys[:, idx].clone() for e in cache.entries)
     values = tuple(e.past_values[:, idx].clone() for e in cache.entries)
@@ -185,8 +193,28 @@ def build_anchor_cache(
     return AnchorCache(keys, values, mask, kept, n_demo, positions, time.perf_counter() - t0)
 
 
-def _query_batch(prompts: Sequence[IclPrompt], anchor: AnchorCache, pad: int, device: Any) -> PromptBatch:
-    """The prompts' query tokens, right-padded, with the attention mask that places them."""
+def _prefix_batch(prompt: IclPrompt, device: Any) -> PromptBatch:
+    """The demonstrations of ``prompt`` alone, as one ``"prefix"`` batch (target: the last demonstration token)."""
+    n_demo = prompt.query_start
+    tokens = torch.tensor([prompt.tokens[:n_demo]], device=device)
+    return PromptBatch(
+        tokens=tokens,
+        attention_mask=torch.ones_like(tokens),
+        target=torch.tensor([n_demo - 1], device=device),
+        label_positions=torch.tensor([prompt.label_positions], dtype=torch.long, device=device),
+        demo_labels=torch.tensor([prompt.demo_labels], dtype=torch.long, device=device),
+        offset=torch.zeros(1, dtype=torch.long, device=device),
+        prompts=(prompt,),
+        indices=(),
+        kind="prefix",
+    )
+
+
+def _query_batch(
+    prompts: Sequence[IclPrompt], index: Sequence[int], anchor: AnchorCache, pad: int, device: Any
+) -> PromptBatch:
+    """The prompts' query tokens, right-padded, with the attention mask that places them; label positions
+    are the label words' columns among the cached keys (-1 for one not kept)."""
     width = max(len(p) - p.query_start for p in prompts)
     tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -196,27 +224,21 @@ def _query_batch(prompts: Sequence[IclPrompt], anchor: AnchorCache, pad: int, de
         mask[i, : len(q)] = 1
         if anchor.positions == "original":  # the first query token sits right after the demonstrations
             mask[i, 0] = anchor.demo_tokens - anchor.kept[-1]
-    target = torch.tensor([len(p) - p.query_start - 1 for p in prompts])
-    empty = torch.zeros((len(prompts), 0), dtype=torch.long)
+    column = {pos: c for c, pos in enumerate(anchor.kept)}
+    labels = [[column.get(pos, -1) for pos in p.label_positions] for p in prompts]
     return PromptBatch(
         tokens=tokens.to(device),
         attention_mask=mask.to(device),
-        target=target.to(device),
-        label_positions=empty.to(device),
-        demo_labels=empty.to(device),
-        offset=torch.zeros(len(prompts), dtype=torch.long, device=device),
+        target=torch.tensor([len(p) - p.query_start - 1 for p in prompts], device=device),
+        label_positions=torch.tensor(labels, dtype=torch.long, device=device).reshape(len(prompts), -1),
+        demo_labels=torch.tensor([p.demo_labels for p in prompts], dtype=torch.long, device=device).reshape(
+            len(prompts), -1
+        ),
+        offset=torch.tensor([-p.query_start for p in prompts], dtype=torch.long, device=device),
         prompts=tuple(prompts),
+        indices=tuple(index),
+        kind="query",
     )
-
-
-def _restart_positions(model: Any, batch: PromptBatch) -> Any:
-    """A ``hook_pos_embed`` hook giving the query tokens positions 0.. (pads keep a zero embedding)."""
-    real = batch.attention_mask.bool()[..., None]
-
-    def hook(pos_embed: Tensor, hook: Any) -> Tensor:
-        return model.W_pos[: pos_embed.shape[1]][None] * real
-
-    return hook
 
 
 def predict_compressed(
@@ -225,11 +247,14 @@ def predict_compressed(
     anchor: AnchorCache | None = None,
     *,
     positions: str = "original",
+    fwd_hooks: HookSpec = None,
     batch_size: int = 8,
     top_k: int = 5,
     max_tokens: int | None = None,
 ) -> Predictions:
-    """Predict every prompt from its query tokens on top of the anchor cache (fast path).
+    """Predict every prompt from its query tokens on top of the anchor cache (fast path). The caller's
+    ``fwd_hooks`` run in every query pass (a function of the batch gets ``"query"`` batches) and, when the
+    cache is built here, in the demonstrations' pass.
 
     Raises:
         AnchorlensError: prompts with different demonstrations; a query longer than the context left
@@ -237,7 +262,7 @@ def predict_compressed(
     """
     _check_fixed_demonstrations(prompts)
     if anchor is None:
-        anchor = build_anchor_cache(model, prompts[0], positions=positions)
+        anchor = build_anchor_cache(model, prompts[0], positions=positions, fwd_hooks=fwd_hooks)
     limit = (max_tokens or model.cfg.n_ctx) - (
         anchor.demo_tokens if anchor.positions == "original" else len(anchor.kept)
     )
@@ -247,37 +272,45 @@ def predict_compressed(
             f"A query has {longest} tokens but only {limit} positions are left after the cached demonstrations; "
             "use shorter queries or fewer demonstrations."
         )
-    tok = getattr(model, "tokenizer", None)
-    pad = getattr(tok, "pad_token_id", None) or 0
-    ids = torch.tensor(prompts[0].label_token_ids)
-    label_logits = torch.zeros(len(prompts), len(ids))
-    topk = torch.zeros(len(prompts), top_k, dtype=torch.long)
+    pad, device = pad_token_id(model), model.cfg.device
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    batches = [
+        (index, _query_batch([prompts[i] for i in index], index, anchor, pad, device))
+        for index in (order[i : i + batch_size] for i in range(0, len(order), batch_size))
+    ]
+
+    def restart(batch: PromptBatch) -> list[FwdHook]:
+        real = batch.attention_mask.bool()
+        return [restart_positions_hook(model.W_pos, real)] if anchor.positions == "restart" else []
+
+    out = PredictionBuffer(prompts, top_k)
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            batch = _query_batch([prompts[i] for i in index], anchor, pad, model.cfg.device)
-            hooks = (
-                [("hook_pos_embed", _restart_positions(model, batch))]
-                if anchor.positions == "restart"
-                else []
-            )
-            logits = (
-                target_logits(model, batch, hooks, past_kv_cache=anchor.for_batch(len(index))).float().cpu()
-            )
-            label_logits[index] = logits[:, ids]
-            topk[index] = logits.topk(top_k, dim=-1).indices
-    return Predictions(label_logits, topk, torch.tensor([p.label for p in prompts]))
+        for index, _, logits in forward_batches(
+            model,
+            prompts,
+            fwd_hooks=fwd_hooks,
+            own_hooks=restart,
+            batches=batches,
+            forward_kwargs=lambda batch: {"past_kv_cache": anchor.for_batch(len(batch))},
+        ):
+            out.add(index, logits)
+    return out.result()
 
 
 def predict_masked(
-    model: Any, prompts: Sequence[IclPrompt], kept: Sequence[int], *, batch_size: int = 8, top_k: int = 5
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    kept: Sequence[int],
+    *,
+    fwd_hooks: HookSpec = None,
+    batch_size: int = 8,
+    top_k: int = 5,
 ) -> Predictions:
     """The exact path: full prompts, the query rows' attention to dropped demonstration keys cut (-inf before
     the softmax) in every layer. Equals :func:`predict_compressed` with ``"original"`` positions."""
     keep = set(kept)
 
-    def hooks(batch: PromptBatch) -> list[Any]:
+    def hooks(batch: PromptBatch) -> list[FwdHook]:
         width = batch.tokens.shape[1]
         cut = torch.zeros(len(batch), width, width, dtype=torch.bool, device=batch.tokens.device)
         for r, p in enumerate(batch.prompts):
@@ -286,7 +319,7 @@ def predict_masked(
             cut[r, off + p.query_start : off + len(p), dropped] = True
         return cut_edges_hooks(range(model.cfg.n_layers), cut, "pre")
 
-    return predict(model, prompts, batch_size=batch_size, fwd_hooks=hooks, top_k=top_k)
+    return predict(model, prompts, batch_size=batch_size, fwd_hooks=then(fwd_hooks, hooks), top_k=top_k)
 
 
 def text_anchor_prompts(
@@ -324,6 +357,7 @@ class CompressionResult:
         kept_tokens, demo_tokens, query_tokens: Hidden_anchor's cached positions, the demonstration length,
             the mean query length.
         cache_seconds: One-time cost of building the anchor cache (not in the speed-ups).
+        predictions: The full prompt's and Hidden_anchor's :class:`Predictions` (not in the JSON).
     """
 
     methods: dict[str, dict[str, float]]
@@ -336,9 +370,15 @@ class CompressionResult:
     speedup_batched: float | None = None
     cache_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    predictions: dict[str, Predictions] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CompressionResult:
+        """The result :meth:`to_json` wrote (without predictions)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "predictions"})
 
     def to_json(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}
         out["achieved_over_ideal"] = None if self.speedup is None else self.speedup / self.ideal_speedup
         out["hidden_anchor_beats_baselines_on_label_loyalty"] = all(
             self.methods["hidden_anchor"]["label_loyalty"] > self.methods[m]["label_loyalty"]
@@ -363,8 +403,9 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 def compression(
     model: Any,
-    prompts: Any,
+    prompts: PromptSet,
     *,
+    fwd_hooks: HookSpec = None,
     positions: str = "original",
     batch_size: int = 8,
     n_random_top: int = 20,
@@ -376,8 +417,11 @@ def compression(
 
     Args:
         model: A ``HookedTransformer`` with absolute or rotary positions.
-        prompts: A :class:`anchorlens.PromptSet` with one fixed demonstration set (its task and
-            demonstrations build the Text_anchor prompts).
+        prompts: A :class:`anchorlens.PromptSet` (or a slice of one) with one fixed demonstration set (its
+            task and demonstrations build the Text_anchor prompts).
+        fwd_hooks: The caller's hooks, active in every forward pass: full prompts, Text_anchor prompts,
+            the demonstrations' pass that fills each cache (a ``"prefix"`` batch) and the queries on it
+            (``"query"`` batches, whose ``label_positions`` index the cached keys).
         positions: ``"original"``, ``"compacted"`` or ``"restart"`` (see the module docstring).
         n_random_top: Draws for Hidden_random-top (the paper: 20).
         seed: Seeds the random positions (draw i of Hidden_random-top uses ``seed + i``).
@@ -387,59 +431,63 @@ def compression(
     task = getattr(prompts, "task", None)
     if demos is None or task is None:
         raise AnchorlensError(
-            "compression needs a PromptSet from build_prompts with one fixed demonstration set."
+            "compression needs a PromptSet from build_prompts (or a slice of one) with one fixed "
+            "demonstration set (build_prompts(..., resample=False))."
         )
     _check_fixed_demonstrations(prompts)
+    kw: dict[str, Any] = dict(batch_size=batch_size, fwd_hooks=fwd_hooks)
+    first = prompts[0]
+
+    def run(kept: Sequence[int] | None) -> tuple[AnchorCache, Predictions]:
+        cache = build_anchor_cache(model, first, kept, positions, fwd_hooks=fwd_hooks)
+        return cache, predict_compressed(model, prompts, cache, **kw)
+
     steps = tqdm(total=4 + n_random_top, desc="compression", disable=not progress)
     with steps:
-        ref = predict(model, prompts, batch_size=batch_size)
+        ref = predict(model, prompts, **kw)
         steps.update()
         methods = {"full": _scores(ref, ref)}
         text = text_anchor_prompts(model, prompts, task, demos.demos)
-        methods["text_anchor"] = _scores(predict(model, text, batch_size=batch_size), ref)
+        methods["text_anchor"] = _scores(predict(model, text, **kw), ref)
         steps.update()
-        first = prompts[0]
-
-        def run(kept: Sequence[int]) -> Predictions:
-            cache = build_anchor_cache(model, first, kept, positions)
-            return predict_compressed(model, prompts, cache, batch_size=batch_size)
-
-        methods["hidden_random"] = _scores(run(random_anchor_positions(first, seed)), ref)
+        methods["hidden_random"] = _scores(run(random_anchor_positions(first, seed))[1], ref)
         steps.update()
         tops = []
         for i in range(n_random_top):
-            tops.append(_scores(run(random_anchor_positions(first, seed + i)), ref))
+            tops.append(_scores(run(random_anchor_positions(first, seed + i))[1], ref))
             steps.update()
         methods["hidden_random_top"] = (
             max(tops, key=lambda m: m["label_loyalty"]) if tops else methods["hidden_random"]
         )
-        anchor = build_anchor_cache(model, first, positions=positions)
-        methods["hidden_anchor"] = _scores(
-            predict_compressed(model, prompts, anchor, batch_size=batch_size), ref
-        )
+        anchor, hidden = run(None)
+        methods["hidden_anchor"] = _scores(hidden, ref)
         steps.update()
     query = [len(p) - p.query_start for p in prompts]
-    ideal = sum(len(p) for p in prompts) / sum(query)
-    timings: dict[str, float] = {}
-    speedup = speedup_batched = None
-    if timing:
-        _, timings["full_bs1"] = _timed(lambda: predict(model, prompts, batch_size=1))
-        _, timings["anchor_bs1"] = _timed(lambda: predict_compressed(model, prompts, anchor, batch_size=1))
-        _, timings["full_batched"] = _timed(lambda: predict(model, prompts, batch_size=batch_size))
-        _, timings["anchor_batched"] = _timed(
-            lambda: predict_compressed(model, prompts, anchor, batch_size=batch_size)
-        )
-        speedup = timings["full_bs1"] / timings["anchor_bs1"]
-        speedup_batched = timings["full_batched"] / timings["anchor_batched"]
+    timings = _speed(model, prompts, anchor, batch_size, fwd_hooks) if timing else {}
     return CompressionResult(
         methods=methods,
         positions=positions,
         kept_tokens=len(anchor.kept),
         demo_tokens=anchor.demo_tokens,
         query_tokens=float(np.mean(query)),
-        ideal_speedup=ideal,
-        speedup=speedup,
-        speedup_batched=speedup_batched,
+        ideal_speedup=sum(len(p) for p in prompts) / sum(query),
+        speedup=timings["full_bs1"] / timings["anchor_bs1"] if timing else None,
+        speedup_batched=timings["full_batched"] / timings["anchor_batched"] if timing else None,
         cache_seconds=anchor.build_seconds,
         timings=timings,
+        predictions={"full": ref, "hidden_anchor": hidden},
     )
+
+
+def _speed(
+    model: Any, prompts: PromptSet, anchor: AnchorCache, batch_size: int, fwd_hooks: HookSpec
+) -> dict[str, float]:
+    """Seconds of the full and the compressed loops, at batch size 1 and ``batch_size``."""
+    timings: dict[str, float] = {}
+    for size, suffix in ((1, "bs1"), (batch_size, "batched")):
+        kw: dict[str, Any] = dict(batch_size=size, fwd_hooks=fwd_hooks)
+        _, timings[f"full_{suffix}"] = _timed(lambda kw=kw: predict(model, prompts, **kw))
+        _, timings[f"anchor_{suffix}"] = _timed(
+            lambda kw=kw: predict_compressed(model, prompts, anchor, **kw)
+        )
+    return timings

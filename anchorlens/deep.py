@@ -23,13 +23,12 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.hooks import pattern_name
+from anchorlens.hooks import capture_hooks, pattern_name
 from anchorlens.metrics import Predictions
-from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
-from anchorlens.runner import target_logits
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
+from anchorlens.runner import HookSpec, PredictionBuffer, forward_batches
 
 # The verdict "AUCROC rises in deep layers" needs the deep third's mean AUC to exceed the shallow third's
 # by at least this much (AUC differences below it are within the noise of ~100 prompts).
@@ -122,6 +121,11 @@ class DeepResult:
     def note(self) -> str:
         return self.curve()[2]
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DeepResult:
+        """The result :meth:`to_json` wrote (from its ``attention`` and ``predictions``)."""
+        return cls(torch.tensor(d["attention"], dtype=torch.float32), Predictions.from_json(d["predictions"]))
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "n_layers": self.n_layers,
@@ -143,6 +147,8 @@ class DeepResult:
                 out[f"mean_aucroc_shallow_third{suffix}"] = shallow
                 out[f"mean_aucroc_deep_third{suffix}"] = deep
                 out[f"aucroc_rises_in_deep_layers{suffix}"] = deep - shallow >= RISE
+        out["attention"] = self.attention.tolist()
+        out["predictions"] = self.predictions.to_json()
         return out
 
 
@@ -156,22 +162,19 @@ def target_to_labels(
     return to_target.gather(2, cols).sum(1)
 
 
-def _capture(store: dict[int, Tensor], batch: PromptBatch) -> Any:
-    def hook(pattern: Tensor, hook: Any) -> None:
-        store[hook.layer()] = target_to_labels(pattern, batch)
-
-    return hook
-
-
 def deep(
     model: Any,
     prompts: Sequence[IclPrompt],
     *,
+    fwd_hooks: HookSpec = None,
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
 ) -> DeepResult:
     """Target -> label-word attention per layer and class, AUCROC_l and R_l, in one forward per batch.
+
+    ``fwd_hooks`` (the caller's, see :mod:`anchorlens.runner`) run before the capture, so the attention read
+    is the one the modified model uses, and the predictions are the modified model's.
 
     Raises:
         AnchorlensError: no prompts, or prompts whose demonstrations lack a class.
@@ -180,32 +183,35 @@ def deep(
         raise AnchorlensError("No prompts to analyse.")
     n_layers = model.cfg.n_layers
     n_classes = prompts[0].n_classes
-    n = len(prompts)
-    attention = torch.zeros(n, n_layers, n_classes)
-    label_logits = torch.zeros(n, n_classes)
-    topk = torch.zeros(n, 5, dtype=torch.long)
-    ids = torch.tensor(prompts[0].label_token_ids)
-    bar = tqdm(
-        total=n, desc=progress if isinstance(progress, str) else "deep", disable=not progress, unit="prompt"
-    )
-    with torch.no_grad(), bar:
-        for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
-            missing = set(range(n_classes)) - set(batch.demo_labels[0].tolist())
-            if missing:
-                raise AnchorlensError(
-                    f"The demonstrations lack class(es) {sorted(missing)}; every class needs one."
-                )
-            per_layer: dict[int, Tensor] = {}
-            hooks = [(pattern_name(layer), _capture(per_layer, batch)) for layer in range(n_layers)]
-            logits = target_logits(model, batch, hooks).float().cpu()
-            label_logits[index] = logits[:, ids]
-            topk[index] = logits.topk(5, dim=-1).indices
-            demo = (
-                torch.stack([per_layer[layer] for layer in range(n_layers)], 1).float().cpu()
-            )  # [b, L, demo]
+    attention = torch.zeros(len(prompts), n_layers, n_classes)
+    preds = PredictionBuffer(prompts)
+    store: dict[str, dict[int, Tensor]] = {}
+
+    def own(batch: PromptBatch) -> list[Any]:
+        missing = set(range(n_classes)) - set(batch.demo_labels[0].tolist())
+        if missing:
+            raise AnchorlensError(
+                f"The demonstrations lack class(es) {sorted(missing)}; every class needs one."
+            )
+        store.clear()
+        names = {pattern_name(layer): layer for layer in range(n_layers)}
+        return capture_hooks(names, lambda pattern, _: target_to_labels(pattern, batch), store)
+
+    with torch.no_grad():
+        for index, batch, logits in forward_batches(
+            model,
+            prompts,
+            fwd_hooks=fwd_hooks,
+            own_hooks=own,
+            batch_size=batch_size,
+            padding_side=padding_side,
+            progress=progress,
+            desc="deep",
+        ):
+            preds.add(index, logits)
+            got = store.get("hook_pattern", {})
+            demo = torch.stack([got[layer] for layer in range(n_layers)], 1).float().cpu()  # [b, L, demo]
             by_class = torch.zeros(len(batch), n_layers, n_classes)
             by_class.scatter_add_(2, batch.demo_labels.cpu()[:, None, :].expand(-1, n_layers, -1), demo)
             attention[index] = by_class
-            bar.update(len(batch))
-    preds = Predictions(label_logits, topk, torch.tensor([p.label for p in prompts]))
-    return DeepResult(attention, preds)
+    return DeepResult(attention, preds.result())

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.hooks import FwdHook, capture_hooks
 from anchorlens.metrics import Predictions
-from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, get_tokenizer, sorted_batches
-from anchorlens.runner import target_logits
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, get_tokenizer
+from anchorlens.runner import HookSpec, PredictionBuffer, forward_batches
 
 Confusion = Float[Tensor, "class class"]
 
@@ -143,7 +143,40 @@ class DiagnosisResult:
             "n_components": self.n_components,
             "explained_variance_ratio": list(self.explained_variance_ratio),
             "hooks": {"key": self.hooks[0], "query": self.hooks[1]},
+            "predicted_by_layer": [_matrix_json(m) for m in self.predicted_by_layer],
+            "predictions": None if self.predictions is None else self.predictions.to_json(),
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DiagnosisResult:
+        """The result :meth:`to_json` wrote (nulls back to NaN)."""
+        names = tuple(d["labels"])
+        index = {name: c for c, name in enumerate(names)}
+
+        def matrix(m: Any) -> Tensor:
+            return torch.tensor(
+                [[math.nan if x is None else x for x in row] for row in m], dtype=torch.float64
+            )
+
+        return cls(
+            labels=names,
+            layer=d["layer"],
+            predicted_confusion=matrix(d["predicted_confusion"]),
+            actual_confusion=matrix(d["actual_confusion"]),
+            spearman=d["spearman"],
+            spearman_by_layer=tuple(d["spearman_by_layer"]),
+            predicted_by_layer=torch.stack([matrix(m) for m in d["predicted_by_layer"]]),
+            undefined_pairs=tuple(
+                tuple(sorted((index[u["pair"][0]], index[u["pair"][1]]))) for u in d["undefined_pairs"]
+            ),  # type: ignore[misc]
+            n_prompts=d["n_prompts"],
+            n_components=d["n_components"],
+            explained_variance_ratio=tuple(d["explained_variance_ratio"]),
+            support=tuple(d["support"][n] for n in names),
+            predicted_counts=tuple(d["predicted_counts"][n] for n in names),
+            hooks=(d["hooks"]["key"], d["hooks"]["query"]),
+            predictions=None if d.get("predictions") is None else Predictions.from_json(d["predictions"]),
+        )
 
 
 def _matrix_json(m: Tensor) -> list[list[float | None]]:
@@ -327,12 +360,14 @@ def collect_keys_queries(
     model: Any,
     prompts: Sequence[IclPrompt],
     *,
+    fwd_hooks: HookSpec = None,
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
 ) -> KeysQueries:
     """One forward pass per batch with hooks on every layer's keys and queries (rotated ones on rotary
     models): prompt 0's label-word keys, every prompt's target query, and the label-word predictions.
+    The caller's ``fwd_hooks`` run before the capture.
 
     Raises:
         AnchorlensError: no prompts; prompt 0 lacks a demonstration of some class; a key/query hook never
@@ -340,75 +375,71 @@ def collect_keys_queries(
     """
     n_classes = _check_prompts(prompts)
     k_name, q_name = kq_hook_names(model)
-    cfg = model.cfg
-    n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
-    n = len(prompts)
-    ids = torch.tensor(prompts[0].label_token_ids)
-    label_logits = torch.zeros(n, n_classes)
-    topk = torch.zeros(n, 5, dtype=torch.long)
-    queries: Tensor | None = None
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    preds = PredictionBuffer(prompts)
+    store: dict[str, dict[int, Tensor]] = {}
+    queries: list[Tensor | None] = [None] * len(prompts)
     keys: Tensor | None = None
-    bar = tqdm(
-        total=n,
-        desc=progress if isinstance(progress, str) else "diagnose",
-        disable=not progress,
-        unit="prompt",
-    )
-    with torch.no_grad(), bar:
-        for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
+
+    def own(batch: PromptBatch) -> list[Any]:
+        store.clear()
+        return _capture_hooks(batch, n_layers, n_heads, (k_name, q_name), store)
+
+    with torch.no_grad():
+        for index, batch, logits in forward_batches(
+            model,
+            prompts,
+            fwd_hooks=fwd_hooks,
+            own_hooks=own,
+            batch_size=batch_size,
+            padding_side=padding_side,
+            progress=progress,
+            desc="diagnose",
+        ):
+            preds.add(index, logits)
             key_row = index.index(0) if 0 in index else None
-            q_store: dict[int, Tensor] = {}
-            k_store: dict[int, Tensor] = {}
-            hooks = _capture_hooks(batch, key_row, n_layers, n_heads, (k_name, q_name), k_store, q_store)
-            logits = target_logits(model, batch, hooks).float().cpu()
-            label_logits[index] = logits[:, ids]
-            topk[index] = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-            missing = [layer for layer in range(n_layers) if layer not in q_store]
-            if key_row is not None:
-                missing += [layer for layer in range(n_layers) if layer not in k_store]
+            q_store, k_store = store.get(q_name, {}), store.get(k_name, {})
+            missing = [layer for layer in range(n_layers) if layer not in q_store or layer not in k_store]
             if missing:
                 raise AnchorlensError(
                     f"blocks.{missing[0]}.attn.{q_name}/{k_name} never ran, so keys and queries cannot be "
                     "read; anchor distances need a TransformerLens HookedTransformer (or a model with the "
                     "same attention hook names)."
                 )
-            if queries is None:
-                queries = torch.zeros(n_layers, n, q_store[0].shape[-1])
-            queries[:, index] = torch.stack([q_store[layer] for layer in range(n_layers)])
+            q = torch.stack([q_store[layer] for layer in range(n_layers)])  # [layer, batch, d]
+            for r, i in enumerate(index):
+                queries[i] = q[:, r]
             if key_row is not None:
-                demo = torch.stack([k_store[layer] for layer in range(n_layers)])  # [layer, demo, d]
+                demo = torch.stack([k_store[layer][key_row] for layer in range(n_layers)])  # [layer, demo, d]
                 labs = batch.demo_labels[key_row].cpu()
                 keys = torch.stack([demo[:, labs == c].mean(1) for c in range(n_classes)], dim=1)
-            bar.update(len(batch))
-    assert queries is not None and keys is not None
-    pred = Predictions(label_logits=label_logits, topk=topk, labels=torch.tensor([p.label for p in prompts]))
-    return KeysQueries(keys=keys, queries=queries, predictions=pred, hooks=(k_name, q_name))
+    assert keys is not None
+    stacked = torch.stack([q for q in queries if q is not None], dim=1)  # [layer, n, d]
+    return KeysQueries(keys=keys, queries=stacked, predictions=preds.result(), hooks=(k_name, q_name))
 
 
 def _capture_hooks(
     batch: PromptBatch,
-    key_row: int | None,
     n_layers: int,
     n_heads: int,
     names: tuple[str, str],
-    k_store: dict[int, Tensor],
-    q_store: dict[int, Tensor],
-) -> list[tuple[str, Any]]:
-    """Hooks storing each layer's target queries and (if ``key_row``) that row's label-word keys."""
+    store: dict[str, dict[int, Tensor]],
+) -> list[FwdHook]:
+    """Hooks storing each layer's target queries ``[batch, d]`` and label-word keys ``[batch, demo, d]``."""
     rows = torch.arange(len(batch), device=batch.tokens.device)
 
-    def q_hook(q: Float[Tensor, "batch pos head d_head"], hook: Any) -> None:
-        q_store[hook.layer()] = concat_heads(q[rows, batch.target].float(), n_heads).cpu()
+    def reduce_q(q: Float[Tensor, "batch pos head d_head"], layer: int) -> Tensor:
+        return concat_heads(q[rows, batch.target].float(), n_heads).cpu()
 
-    def k_hook(k: Float[Tensor, "batch pos kv_head d_head"], hook: Any) -> None:
-        pos = batch.label_positions[key_row]
-        k_store[hook.layer()] = concat_heads(k[key_row, pos].float(), n_heads).cpu()
+    def reduce_k(k: Float[Tensor, "batch pos kv_head d_head"], layer: int) -> Tensor:
+        return concat_heads(k[rows[:, None], batch.label_positions].float(), n_heads).cpu()
 
     k_name, q_name = names
-    hooks: list[tuple[str, Any]] = [(f"blocks.{layer}.attn.{q_name}", q_hook) for layer in range(n_layers)]
-    if key_row is not None:
-        hooks += [(f"blocks.{layer}.attn.{k_name}", k_hook) for layer in range(n_layers)]
-    return hooks
+    layers = range(n_layers)
+    return [
+        *capture_hooks({f"blocks.{layer}.attn.{q_name}": layer for layer in layers}, reduce_q, store),
+        *capture_hooks({f"blocks.{layer}.attn.{k_name}": layer for layer in layers}, reduce_k, store),
+    ]
 
 
 def _label_names(model: Any, prompts: Sequence[IclPrompt], names: Sequence[str] | None) -> tuple[str, ...]:
@@ -436,6 +467,7 @@ def diagnose(
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
     label_names: Sequence[str] | None = None,
+    fwd_hooks: HookSpec = None,
     progress: bool | str = False,
 ) -> DiagnosisResult:
     """Predicted vs actual confusion between classes (the paper's Figure 6), and their agreement per layer.
@@ -455,6 +487,7 @@ def diagnose(
         batch_size: Prompts per forward pass.
         padding_side: ``"right"`` (default) or ``"left"``.
         label_names: Class names for the output (default: the task's, else the decoded label words).
+        fwd_hooks: The caller's hooks (see :mod:`anchorlens.runner`), run before the key/query capture.
         progress: Show a progress bar (a string is used as its description).
 
     Raises:
@@ -474,7 +507,12 @@ def diagnose(
     names = _label_names(model, prompts, label_names)
 
     kq = collect_keys_queries(
-        model, prompts, batch_size=batch_size, padding_side=padding_side, progress=progress
+        model,
+        prompts,
+        fwd_hooks=fwd_hooks,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
     )
     pred = kq.predictions
     # pred.probs in float64, so that no pair's ratio is lost to float32 underflow.

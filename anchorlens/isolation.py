@@ -18,8 +18,8 @@ target.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import FwdHook, cut_edges_hooks
 from anchorlens.metrics import Predictions, label_loyalty, word_loyalty
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
-from anchorlens.runner import predict
+from anchorlens.runner import HookSpec, predict, then
 
 ANCHORS = ("label", "random")
 LAYER_SETS = ("first", "last")
@@ -74,7 +74,8 @@ def random_positions(prompt: IclPrompt, seed: int, index: int = 0) -> tuple[int,
 
 def isolation_mask(batch: PromptBatch, positions: Sequence[Sequence[int]]) -> Bool[Tensor, "batch query key"]:
     """``[batch, query, key]`` True on every edge from an earlier key into each row's ``positions``
-    (unpadded prompt coordinates; shifted here by the row's padding offset).
+    (unpadded prompt coordinates; shifted here by the row's offset). Positions outside the batch's tokens
+    (a ``"query"`` batch on a cache holds no demonstration) are skipped.
 
     Raises:
         AnchorlensError: a row with no positions, or a position outside its prompt.
@@ -89,15 +90,53 @@ def isolation_mask(batch: PromptBatch, positions: Sequence[Sequence[int]]) -> Bo
         for p in rows:
             if not 0 <= p < len(prompt):
                 raise AnchorlensError(f"Position {p} is outside its {len(prompt)}-token prompt.")
-            cut[r, p + off] = (keys < p + off) & (keys >= off)
+            if 0 <= p + off < width:
+                cut[r, p + off] = (keys < p + off) & (keys >= off)
     return cut
 
 
 def isolation_hooks(
     batch: PromptBatch, positions: Sequence[Sequence[int]], layers: Sequence[int], mode: str = "pre"
 ) -> list[FwdHook]:
-    """Hooks isolating each row's ``positions`` in ``layers`` (see :func:`anchorlens.hooks.cut_edges_hooks`)."""
+    """Hooks isolating each row's ``positions`` in ``layers`` (see :func:`anchorlens.hooks.cut_edges_hooks`);
+    none for a batch where no such position is among the tokens run (queries on a cache)."""
+    if batch.kind == "query":
+        return []
     return cut_edges_hooks(layers, isolation_mask(batch, positions), mode)
+
+
+def isolate(
+    prompts: Sequence[IclPrompt],
+    layers: Sequence[int],
+    *,
+    anchors: str = "label",
+    mode: str = "pre",
+    seed: int = 42,
+) -> Callable[[PromptBatch], list[FwdHook]]:
+    """``fwd_hooks`` for any experiment: isolate the label words (or as many seeded random demonstration
+    words) of ``prompts`` in ``layers``. Rows are matched to prompts through ``batch.indices``, so pass
+    the same prompts to the experiment, e.g. ``al.saliency(model, ps, fwd_hooks=al.isolate(ps, range(5)))``.
+
+    Raises:
+        AnchorlensError: unknown ``anchors`` or ``mode``.
+    """
+    if anchors not in ANCHORS or mode not in ("pre", "post"):
+        raise AnchorlensError(
+            f"anchors must be among {ANCHORS} and mode 'pre' or 'post'; got {anchors!r}, {mode!r}."
+        )
+    chosen = (
+        [p.label_positions for p in prompts]
+        if anchors == "label"
+        else [random_positions(p, seed, i) for i, p in enumerate(prompts)]
+    )
+    layers = list(layers)
+
+    def hooks(batch: PromptBatch) -> list[FwdHook]:
+        if batch.kind == "prefix":  # the shared demonstrations: any prompt's positions are theirs
+            return cut_edges_hooks(layers, isolation_mask(batch, [chosen[0]]), mode)
+        return isolation_hooks(batch, [chosen[i] for i in batch.indices], layers, mode)
+
+    return hooks
 
 
 @dataclass(frozen=True)
@@ -139,6 +178,13 @@ class IsolationResult:
             "label_first_lowest_word_loyalty": all(first.word_loyalty < r.word_loyalty for r in others),
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> IsolationResult:
+        """The result :meth:`to_json` wrote (from its ``results`` and ``reference``)."""
+        names = [f.name for f in fields(IsolationRun)]
+        runs = tuple(IsolationRun(**{k: r[k] for k in names}) for r in d["results"])
+        return cls(runs, Predictions.from_json(d["reference"]), d["mode"])
+
     def to_json(self) -> dict[str, Any]:
         ks = sorted({r.k for r in self.runs})
         return {
@@ -150,6 +196,7 @@ class IsolationResult:
                 for k in ks
                 if any(r.anchors == "label" and r.layers == "first" for r in self.runs)
             ],
+            "reference": self.reference.to_json(),
         }
 
 
@@ -165,6 +212,7 @@ def isolation(
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
     reference: Predictions | None = None,
+    fwd_hooks: HookSpec = None,
     progress: bool = False,
 ) -> IsolationResult:
     """Isolate label words or random words in the first or last k layers; loyalties vs the unmodified run.
@@ -177,7 +225,9 @@ def isolation(
         layer_sets: ``"first"`` and/or ``"last"``.
         mode: ``"pre"`` (-inf before the softmax, the paper's code) or ``"post"`` (zero after it).
         seed: Seeds the random positions.
-        reference: The unmodified run, if already computed (else it is computed here).
+        reference: The unmodified run, if already computed (else it is computed here, with ``fwd_hooks``).
+        fwd_hooks: The caller's hooks, active in the reference run and in every isolated run (before the
+            cuts), so loyalties compare isolated vs not isolated on the caller's modified model.
     """
     if len(prompts) == 0:
         raise AnchorlensError("No prompts to isolate.")
@@ -187,30 +237,19 @@ def isolation(
         if a not in ANCHORS:
             raise AnchorlensError(f"anchors must be among {ANCHORS}, got {a!r}.")
     n_layers = model.cfg.n_layers
-    layer_lists = {(s, k): resolve_layers(n_layers, s, k) for s in layer_sets for k in ks}
-    chosen = {
-        "label": {id(p): p.label_positions for p in prompts},
-        "random": {id(p): random_positions(p, seed, i) for i, p in enumerate(prompts)}
-        if "random" in anchors
-        else {},
-    }
     kw: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side)
     ref = (
         reference
         if reference is not None
-        else predict(model, prompts, progress="reference" if progress else False, **kw)
+        else predict(model, prompts, fwd_hooks=fwd_hooks, progress="reference" if progress else False, **kw)
     )
     runs = []
     for a in anchors:
         for s in layer_sets:
             for k in ks:
-                layers = layer_lists[(s, k)]
-
-                def hooks(batch: PromptBatch, a: str = a, layers: list[int] = layers) -> list[FwdHook]:
-                    return isolation_hooks(batch, [chosen[a][id(p)] for p in batch.prompts], layers, mode)
-
+                cut = isolate(prompts, resolve_layers(n_layers, s, k), anchors=a, mode=mode, seed=seed)
                 desc = f"{a} words, {s} {k} layers" if progress else False
-                pred = predict(model, prompts, fwd_hooks=hooks, progress=desc, **kw)
+                pred = predict(model, prompts, fwd_hooks=then(fwd_hooks, cut), progress=desc, **kw)
                 runs.append(
                     IsolationRun(a, s, k, label_loyalty(pred, ref), word_loyalty(pred, ref), pred.accuracy)
                 )

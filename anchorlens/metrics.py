@@ -55,7 +55,18 @@ class Predictions:
             "predictions": self.predictions.tolist(),
             "labels": self.labels.tolist(),
             "probs": [[round(float(x), 6) for x in row] for row in self.probs],
+            "label_logits": self.label_logits.tolist(),
+            "topk": self.topk.tolist(),
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Predictions:
+        """The predictions :meth:`to_json` wrote (label logits, top-k ids and gold labels)."""
+        return cls(
+            label_logits=torch.tensor(d["label_logits"], dtype=torch.float32),
+            topk=torch.tensor(d["topk"], dtype=torch.long).reshape(len(d["labels"]), -1),
+            labels=torch.tensor(d["labels"], dtype=torch.long),
+        )
 
 
 def accuracy(pred: Predictions) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.tasks import Example, Task
 
 PaddingSide = Literal["right", "left"]
+BatchKind = Literal["full", "prefix", "query"]
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,27 @@ class PromptSet(Sequence[IclPrompt]):
     def __len__(self) -> int:
         return len(self.prompts)
 
-    def __getitem__(self, i: Any) -> Any:
-        return self.prompts[i]
+    @overload
+    def __getitem__(self, i: int) -> IclPrompt: ...
+
+    @overload
+    def __getitem__(self, i: slice | Sequence[int]) -> PromptSet: ...
+
+    def __getitem__(self, i: int | slice | Sequence[int]) -> IclPrompt | PromptSet:
+        """An index gives one prompt; a slice or a list of indices gives a :class:`PromptSet` with the
+        same task and demonstrations (accepted wherever the full set is)."""
+        if isinstance(i, int | np.integer):
+            return self.prompts[int(i)]
+        if isinstance(i, slice):
+            picked = self.prompts[i]
+        else:
+            try:
+                picked = tuple(self.prompts[int(j)] for j in i)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"PromptSet indices must be an int, a slice or a list of ints, got {i!r}"
+                ) from None
+        return PromptSet(picked, self.task, self.demonstrations, 0)
 
     def __iter__(self) -> Iterator[IclPrompt]:
         return iter(self.prompts)
@@ -122,16 +142,22 @@ class PromptSet(Sequence[IclPrompt]):
 
 @dataclass(frozen=True)
 class PromptBatch:
-    """Padded prompts with their positions shifted to the padded coordinates.
+    """Padded prompts with their positions shifted to the padded coordinates: what one forward pass runs.
 
     Attributes:
         tokens: ``[batch, pos]`` token ids, padded with the tokenizer's pad id.
         attention_mask: ``[batch, pos]`` 1 on real tokens, 0 on padding.
-        target: ``[batch]`` target position of each row.
-        label_positions: ``[batch, demo]`` first label sub-token position of each demonstration.
+        target: ``[batch]`` the row (query position) of each prompt's target in ``hook_pattern``.
+        label_positions: ``[batch, demo]`` the column (key position) of each demonstration's first label
+            sub-token in ``hook_pattern``.
         demo_labels: ``[batch, demo]`` class id of each demonstration.
-        offset: ``[batch]`` how far each row was shifted right (left padding), else 0.
+        offset: ``[batch]`` token column of prompt position 0 (> 0 under left padding; negative for a
+            ``"query"`` batch, whose tokens start at the query): prompt position ``p`` is column ``p + offset``.
         prompts: The unpadded prompts (positions there are unshifted: add ``offset``).
+        indices: Where each row's prompt sits in the prompt set the experiment was given.
+        kind: ``"full"`` (whole prompts), ``"prefix"`` (the shared demonstrations alone, run once to fill
+            a key/value cache; ``target`` is then the last demonstration token) or ``"query"`` (query tokens on
+            top of a cache; ``label_positions`` index the cached keys).
     """
 
     tokens: Tokens
@@ -141,6 +167,8 @@ class PromptBatch:
     demo_labels: DemoPositions
     offset: Positions
     prompts: tuple[IclPrompt, ...]
+    indices: tuple[int, ...] = ()
+    kind: BatchKind = "full"
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -429,7 +457,11 @@ def build_prompts(
 
 
 def collate(
-    prompts: Sequence[IclPrompt], pad_token_id: int, padding_side: str = "right", device: Any = None
+    prompts: Sequence[IclPrompt],
+    pad_token_id: int,
+    padding_side: str = "right",
+    device: Any = None,
+    indices: Sequence[int] | None = None,
 ) -> PromptBatch:
     """Pad prompts into one batch; positions are shifted so they index the padded tokens.
 
@@ -465,14 +497,25 @@ def collate(
         demo_labels=demo_labels.to(device),
         offset=offset.to(device),
         prompts=tuple(prompts),
+        indices=tuple(indices) if indices is not None else tuple(range(len(prompts))),
     )
+
+
+def pad_token_id(model_or_tokenizer: Any) -> int:
+    """The tokenizer's pad id, else its end-of-sequence id, else 0 (pads are masked out anyway)."""
+    tokenizer = getattr(model_or_tokenizer, "tokenizer", None) or model_or_tokenizer
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0
 
 
 def iter_batches(
     model: Any, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
 ) -> Iterator[PromptBatch]:
     """Batches of ``prompts`` in order, on the model's device, padded with the tokenizer's pad id."""
-    for _, batch in _batches(model, prompts, batch_size, padding_side, list(range(len(prompts)))):
+    for _, batch in ordered_batches(model, prompts, list(range(len(prompts))), batch_size, padding_side):
         yield batch
 
 
@@ -482,19 +525,21 @@ def sorted_batches(
     """``(indices, batch)`` pairs over prompts grouped by length (longest first), so little compute goes
     to padding; ``indices`` says which prompts each batch row holds."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    yield from _batches(model, prompts, batch_size, padding_side, order)
+    yield from ordered_batches(model, prompts, order, batch_size, padding_side)
 
 
-def _batches(
-    model: Any, prompts: Sequence[IclPrompt], batch_size: int, padding_side: PaddingSide, order: list[int]
+def ordered_batches(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    order: Sequence[int],
+    batch_size: int = 8,
+    padding_side: PaddingSide = "right",
 ) -> Iterator[tuple[list[int], PromptBatch]]:
+    """``(indices, batch)`` pairs taking ``prompts`` in ``order``, ``batch_size`` at a time."""
     if batch_size < 1:
         raise AnchorlensError(f"batch_size must be >= 1, got {batch_size}.")
-    tokenizer = getattr(model, "tokenizer", None)
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(tokenizer, "eos_token_id", None) or 0
+    pad = pad_token_id(model)
     device = getattr(getattr(model, "cfg", None), "device", None)
     for i in range(0, len(order), batch_size):
-        index = order[i : i + batch_size]
-        yield index, collate([prompts[j] for j in index], pad, padding_side, device)
+        index = list(order[i : i + batch_size])
+        yield index, collate([prompts[j] for j in index], pad, padding_side, device, index)

@@ -1,21 +1,111 @@
-"""Running prompts through a model: target-position logits, batched, with optional hooks."""
+"""The one batched forward loop of anchorlens, and the hook contract every experiment shares.
+
+Every experiment takes ``fwd_hooks``: either a list of TransformerLens ``(hook_name, fn)`` pairs, active in
+every forward pass, or a callable ``(batch: PromptBatch) -> list`` called once per padded batch, for hooks
+that need each row's positions (``batch.indices`` says which prompts of the full set the rows hold). The
+caller's hooks are added before the experiment's own hooks, so at a shared hook point anchorlens sees the
+activation as the caller's hooks left it (see :mod:`anchorlens.hooks`). Everything runs under
+``model.hooks(...)``, so nothing stays attached after an exception.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from anchorlens._typing import VocabLogits
+from anchorlens.errors import AnchorlensError
+from anchorlens.hooks import FwdHook
 from anchorlens.metrics import Predictions
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
 
-FwdHooks = Sequence[tuple[Any, Any]]
+FwdHooks = Sequence[FwdHook]
 # Hooks that depend on the batch (per-row positions): called once per padded batch.
 BatchHooks = Callable[[PromptBatch], FwdHooks]
+HookSpec = FwdHooks | BatchHooks | None
+
+_CURRENT_BATCH: ContextVar[PromptBatch | None] = ContextVar("anchorlens_current_batch", default=None)
+
+
+def current_batch() -> PromptBatch | None:
+    """The batch an anchorlens forward pass is running now (None outside one): lets hooks attached
+    outside the loop, such as :meth:`AnchorReweighting.applied`, find each row's positions."""
+    return _CURRENT_BATCH.get()
+
+
+@contextmanager
+def running(batch: PromptBatch) -> Iterator[None]:
+    """Publish ``batch`` as :func:`current_batch` for the duration of one forward pass."""
+    token = _CURRENT_BATCH.set(batch)
+    try:
+        yield
+    finally:
+        _CURRENT_BATCH.reset(token)
+
+
+def check_hooks(model: Any, hooks: Any, source: str = "fwd_hooks") -> list[FwdHook]:
+    """``hooks`` as a list of ``(hook_name, fn)`` pairs whose names the model has.
+
+    Raises:
+        AnchorlensError: not a list or tuple of ``(str, callable)`` pairs, or a hook name the model does
+            not have (the message names it and the closest existing name).
+    """
+    if not isinstance(hooks, list | tuple):
+        raise AnchorlensError(
+            f"{source} must be a list of (hook_name, fn) pairs or a function of the batch returning one; "
+            f"got {type(hooks).__name__}."
+        )
+    known = getattr(model, "hook_dict", None)
+    for item in hooks:
+        if not (
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and callable(item[1])
+        ):
+            raise AnchorlensError(
+                f"{source} must hold (hook_name: str, fn: callable) pairs; got {item!r:.120}."
+            )
+        if known is not None and item[0] not in known:
+            close = difflib.get_close_matches(item[0], list(known), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise AnchorlensError(f"{source}: the model has no hook point {item[0]!r}.{hint}")
+    return list(hooks)
+
+
+def resolve_hooks(model: Any, spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
+    """The caller's hooks for ``batch``: the list itself, or what the callable returns for it (checked)."""
+    if spec is None:
+        return []
+    if callable(spec):
+        return check_hooks(model, spec(batch), "The fwd_hooks function's return value")
+    return list(spec)
+
+
+def then(first: HookSpec, second: HookSpec) -> HookSpec:
+    """One hook spec: ``first``'s hooks, then ``second``'s (each a list, a function of the batch, or None)."""
+    if first is None or (not callable(first) and not first):
+        return second
+    if second is None or (not callable(second) and not second):
+        return first
+
+    def hooks(batch: PromptBatch) -> list[FwdHook]:
+        return [*_hooks_for(first, batch), *_hooks_for(second, batch)]
+
+    return hooks
+
+
+def _hooks_for(spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
+    if spec is None:
+        return []
+    return (
+        check_hooks(None, spec(batch), "The fwd_hooks function's return value")
+        if callable(spec)
+        else list(spec)
+    )
 
 
 def target_logits(
@@ -29,7 +119,7 @@ def target_logits(
     """
     rows = torch.arange(len(batch), device=batch.tokens.device)
     # No hooks, no context: leaving model.hooks() walks every hook point (~2.5 ms on SmolLM2).
-    with model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext():
+    with model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext(), running(batch):
         if hasattr(model, "ln_final") and hasattr(model, "unembed"):
             resid = model(
                 batch.tokens,
@@ -43,12 +133,74 @@ def target_logits(
         return logits[rows, batch.target]
 
 
+def forward_batches(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    fwd_hooks: HookSpec = None,
+    own_hooks: BatchHooks | None = None,
+    batch_size: int = 8,
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+    desc: str = "forward",
+    batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
+    forward_kwargs: Callable[[PromptBatch], dict[str, Any]] | None = None,
+) -> Iterator[tuple[list[int], PromptBatch, VocabLogits]]:
+    """Run ``prompts`` in padded batches (longest first); yield ``(indices, batch, target logits)``.
+
+    Args:
+        fwd_hooks: The caller's hooks (a list, or a function of the batch), added first.
+        own_hooks: The experiment's hooks for each batch, added after the caller's.
+        batches: Other batches to run instead of ``sorted_batches(prompts)`` (e.g. queries on a cache).
+        forward_kwargs: Extra forward arguments per batch (e.g. ``past_kv_cache``).
+        progress: Show a progress bar (a string is used as its description, else ``desc``).
+
+    Grad mode is the caller's: wrap the loop in ``torch.no_grad()`` or ``torch.enable_grad()``. The logits
+    carry the graph of their forward pass, so a loss on them can be differentiated after the hooks are gone.
+    """
+    if fwd_hooks is not None and not callable(fwd_hooks):
+        fwd_hooks = check_hooks(model, fwd_hooks)  # before any forward pass
+    runs = batches if batches is not None else sorted_batches(model, prompts, batch_size, padding_side)
+    bar = tqdm(
+        total=len(prompts),
+        desc=progress if isinstance(progress, str) else desc,
+        disable=not progress,
+        unit="prompt",
+    )
+    with bar:
+        for index, batch in runs:
+            hooks = [*resolve_hooks(model, fwd_hooks, batch), *(own_hooks(batch) if own_hooks else [])]
+            kwargs = forward_kwargs(batch) if forward_kwargs else {}
+            yield index, batch, target_logits(model, batch, hooks, **kwargs)
+            bar.update(len(index))
+
+
+class PredictionBuffer:
+    """Collects :class:`Predictions` (label-word logits, top-k tokens, gold labels) batch by batch."""
+
+    def __init__(self, prompts: Sequence[IclPrompt], top_k: int = 5) -> None:
+        if len(prompts) == 0:
+            raise AnchorlensError("No prompts to run (were they all dropped as too long?).")
+        self.ids = torch.tensor(prompts[0].label_token_ids)
+        self.label_logits = torch.zeros(len(prompts), len(self.ids))
+        self.topk = torch.zeros(len(prompts), top_k, dtype=torch.long)
+        self.labels = torch.tensor([p.label for p in prompts])
+
+    def add(self, index: Sequence[int], logits: VocabLogits) -> None:
+        logits = logits.detach().float().cpu()
+        self.label_logits[list(index)] = logits[:, self.ids]
+        self.topk[list(index)] = logits.topk(self.topk.shape[1], dim=-1).indices
+
+    def result(self) -> Predictions:
+        return Predictions(label_logits=self.label_logits, topk=self.topk, labels=self.labels)
+
+
 def predict(
     model: Any,
     prompts: Sequence[IclPrompt],
     *,
+    fwd_hooks: HookSpec = None,
     batch_size: int = 8,
-    fwd_hooks: FwdHooks | BatchHooks = (),
     top_k: int = 5,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
@@ -58,35 +210,23 @@ def predict(
     Args:
         model: A ``HookedTransformer`` (or anything with ``hooks()``, ``cfg`` and a tokenizer).
         prompts: From :func:`anchorlens.build_prompts`.
-        batch_size: Prompts per forward pass (padded; results equal the unbatched ones).
         fwd_hooks: ``(hook_name, fn)`` pairs applied during every forward pass, or a function of the
             :class:`PromptBatch` returning them (for hooks that need each row's positions).
+        batch_size: Prompts per forward pass (padded; results equal the unbatched ones).
         top_k: How many top vocabulary tokens to keep per prompt (for word loyalty).
         padding_side: ``"right"`` (the paper) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
     """
-    if len(prompts) == 0:
-        from anchorlens.errors import AnchorlensError
-
-        raise AnchorlensError("No prompts to predict (were they all dropped as too long?).")
-    ids = torch.tensor(prompts[0].label_token_ids)
-    label_logits = torch.zeros(len(prompts), len(ids))
-    topk = torch.zeros(len(prompts), top_k, dtype=torch.long)
-    bar = tqdm(
-        total=len(prompts),
-        desc=progress if isinstance(progress, str) else "predict",
-        disable=not progress,
-        unit="prompt",
-    )
-    with torch.no_grad(), bar:
-        for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
-            hooks = fwd_hooks(batch) if callable(fwd_hooks) else fwd_hooks
-            logits = target_logits(model, batch, hooks).float().cpu()
-            label_logits[index] = logits[:, ids]
-            topk[index] = logits.topk(top_k, dim=-1).indices
-            bar.update(len(batch))
-    return Predictions(
-        label_logits=label_logits,
-        topk=topk,
-        labels=torch.tensor([p.label for p in prompts]),
-    )
+    out = PredictionBuffer(prompts, top_k)
+    with torch.no_grad():
+        for index, _, logits in forward_batches(
+            model,
+            prompts,
+            fwd_hooks=fwd_hooks,
+            batch_size=batch_size,
+            padding_side=padding_side,
+            progress=progress,
+            desc="predict",
+        ):
+            out.add(index, logits)
+    return out.result()

@@ -15,7 +15,7 @@ per-example-averaged curves to sum to 1 per layer (:meth:`SaliencyResult.normali
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,13 +24,12 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import gradient_multiplier_hooks
 from anchorlens.models import frozen
-from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
-from anchorlens.runner import FwdHooks, target_logits
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
+from anchorlens.runner import HookSpec, forward_batches
 
 HeadReduction = Literal["sum", "abs"]
 Keep = Literal["none", "layers", "heads"]
@@ -86,7 +85,14 @@ class SaliencyResult:
             "shallow_S_wp_dominates": thirds[0]["dominant"] == "S_wp",
             "deep_S_pq_dominates": thirds[2]["dominant"] == "S_pq",
         }
+        out["per_example"] = {k: getattr(self, k).tolist() for k in ("S_wp", "S_pq", "S_ww")}
         return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SaliencyResult:
+        """The result :meth:`to_json` wrote (its per-example flows; not the optional matrices)."""
+        flows = [torch.tensor(d["per_example"][k], dtype=torch.float32) for k in ("S_wp", "S_pq", "S_ww")]
+        return cls(*flows, heads=d["heads"])
 
 
 def flow_masks(batch: PromptBatch, width: int) -> tuple[FlowMasks, FlowMasks, FlowMasks]:
@@ -125,45 +131,30 @@ def thirds(curves: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
     return out
 
 
-def batch_saliency(
-    model: Any,
-    batch: PromptBatch,
-    *,
-    per_head: bool = False,
-    fwd_hooks: FwdHooks = (),
-) -> Float[Tensor, "layer batch head query key"]:
-    """``A * dL/dA`` for every layer of one padded batch (``head`` is 1 unless ``per_head``).
-
-    The loss is the sum over rows of each row's cross-entropy, so every row's gradient equals its
-    batch-size-1 gradient. Gradients are taken with ``torch.autograd.grad`` on multipliers inserted at
-    ``hook_pattern``; parameters are frozen meanwhile and never get ``.grad``.
-
-    Raises:
-        AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
-            ``hook_pattern`` did not run or is not in the forward path (detached, observational).
-    """
+def _check_grad_batch(batch: PromptBatch) -> None:
     if torch.is_inference_mode_enabled():
         raise AnchorlensError(
             "Saliency needs gradients, which torch.inference_mode() forbids; call it outside that block "
             "(torch.no_grad() is fine: anchorlens enables grad locally)."
         )
-    labels = torch.tensor([p.label for p in batch.prompts], device=batch.tokens.device)
-    if bool((labels < 0).any()):
+    if any(p.label < 0 for p in batch.prompts):
         raise AnchorlensError("Saliency's loss needs the gold label of every query; some prompts have none.")
-    ids = torch.tensor(batch.prompts[0].label_token_ids, device=batch.tokens.device)
-    n_layers = model.cfg.n_layers
-    store: dict[int, Tensor] = {}
-    hooks = [*fwd_hooks, *gradient_multiplier_hooks(range(n_layers), store, per_head)]
-    with torch.enable_grad(), frozen(model):
-        logits = target_logits(model, batch, hooks)
-        loss = F.cross_entropy(logits[:, ids].float(), labels, reduction="sum")
-        missing = [layer for layer in range(n_layers) if layer not in store]
-        if missing:
-            raise AnchorlensError(
-                f"blocks.{missing[0]}.attn.hook_pattern never ran, so its saliency cannot be measured "
-                "(does this model call hook_pattern in its attention?)."
-            )
-        grads = torch.autograd.grad(loss, [store[layer] for layer in range(n_layers)], allow_unused=True)
+
+
+def _gradients(
+    logits: Tensor, batch: PromptBatch, store: dict[int, Tensor], n_layers: int
+) -> Float[Tensor, "layer batch head query key"]:
+    """``A * dL/dA`` of every layer: the gradient of the summed label cross-entropy w.r.t. the multipliers."""
+    labels = torch.tensor([p.label for p in batch.prompts], device=logits.device)
+    ids = torch.tensor(batch.prompts[0].label_token_ids, device=logits.device)
+    loss = F.cross_entropy(logits[:, ids].float(), labels, reduction="sum")
+    missing = [layer for layer in range(n_layers) if layer not in store]
+    if missing:
+        raise AnchorlensError(
+            f"blocks.{missing[0]}.attn.hook_pattern never ran, so its saliency cannot be measured "
+            "(does this model call hook_pattern in its attention?)."
+        )
+    grads = torch.autograd.grad(loss, [store[layer] for layer in range(n_layers)], allow_unused=True)
     dead = [layer for layer, g in enumerate(grads) if g is None]
     if dead:
         raise AnchorlensError(
@@ -174,6 +165,71 @@ def batch_saliency(
     return torch.stack([g for g in grads if g is not None]).detach()
 
 
+def saliency_batches(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    per_head: bool = False,
+    fwd_hooks: HookSpec = None,
+    batch_size: int = 4,
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+    batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
+) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, "layer batch head query key"]]]:
+    """``(indices, batch, A * dL/dA)`` for every padded batch, ``[layer, batch, head, query, key]`` (``head``
+    is 1 unless ``per_head``).
+
+    The loss is the sum over rows of each row's cross-entropy of the label-restricted logits against the
+    gold label, so every row's gradient equals its batch-size-1 gradient. Gradients are taken with
+    ``torch.autograd.grad`` on multipliers inserted at ``hook_pattern`` after the caller's hooks;
+    parameters are frozen meanwhile and never get ``.grad``.
+
+    Raises:
+        AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
+            ``hook_pattern`` did not run or is not in the forward path (detached, observational).
+    """
+    n_layers = model.cfg.n_layers
+    store: dict[int, Tensor] = {}
+
+    def own(batch: PromptBatch) -> list[Any]:
+        _check_grad_batch(batch)
+        store.clear()
+        return gradient_multiplier_hooks(range(n_layers), store, per_head)
+
+    runs = forward_batches(
+        model,
+        prompts,
+        fwd_hooks=fwd_hooks,
+        own_hooks=own,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+        desc="saliency",
+        batches=batches,
+    )
+    while True:
+        # Grad on and parameters frozen for each forward and backward only, never across the yield.
+        with torch.enable_grad(), frozen(model):
+            item = next(runs, None)
+            if item is None:
+                return
+            index, batch, logits = item
+            grads = _gradients(logits, batch, store, n_layers)
+        yield index, batch, grads
+
+
+def batch_saliency(
+    model: Any, batch: PromptBatch, *, per_head: bool = False, fwd_hooks: HookSpec = None
+) -> Float[Tensor, "layer batch head query key"]:
+    """``A * dL/dA`` for every layer of one padded batch (see :func:`saliency_batches`)."""
+    runs = [(list(batch.indices) or list(range(len(batch))), batch)]
+    for _, _, grads in saliency_batches(
+        model, batch.prompts, per_head=per_head, fwd_hooks=fwd_hooks, batches=runs
+    ):
+        return grads
+    raise AssertionError("unreachable: one batch in, one out")
+
+
 def saliency(
     model: Any,
     prompts: Sequence[IclPrompt],
@@ -181,7 +237,7 @@ def saliency(
     batch_size: int = 4,
     heads: HeadReduction | str = "sum",
     keep: Keep | str = "none",
-    fwd_hooks: FwdHooks = (),
+    fwd_hooks: HookSpec = None,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
 ) -> SaliencyResult:
@@ -194,7 +250,9 @@ def saliency(
         heads: ``"sum"``: ``|sum_h A*dL/dA|`` (the paper); ``"abs"``: ``sum_h |A*dL/dA|`` (its footnote).
         keep: Also return full saliency matrices: ``"layers"`` ``[layer, q, k]`` per prompt, or
             ``"heads"`` ``[layer, head, q, k]`` (signed). Memory grows with T^2: for a few prompts.
-        fwd_hooks: Extra hooks active during the pass (e.g. an isolation), applied before the multipliers.
+        fwd_hooks: The caller's hooks (a list, or a function of the batch; see :mod:`anchorlens.runner`),
+            active in every pass and applied before the gradient multipliers, so the flows are those of the
+            modified model (e.g. under an isolation).
         padding_side: ``"right"`` (default) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
     """
@@ -206,28 +264,26 @@ def saliency(
         )
     per_head = heads == "abs" or keep == "heads"
     n = len(prompts)
-    n_layers = model.cfg.n_layers
-    out = torch.zeros(3, n, n_layers)
+    out = torch.zeros(3, n, model.cfg.n_layers)
     kept: list[Tensor | None] = [None] * n
-    bar = tqdm(
-        total=n,
-        desc=progress if isinstance(progress, str) else "saliency",
-        disable=not progress,
-        unit="prompt",
-    )
-    with bar:
-        for index, batch in sorted_batches(model, prompts, batch_size, padding_side):
-            g = batch_saliency(model, batch, per_head=per_head, fwd_hooks=fwd_hooks).float()
-            sal = g.sum(2).abs() if heads == "sum" else g.abs().sum(2)  # [layer, batch, q, k]
-            masks = flow_masks(batch, sal.shape[-1])
-            for f, mask in enumerate(masks):
-                m = mask.to(sal.dtype)
-                out[f, index] = (torch.einsum("lbij,bij->bl", sal, m) / m.sum((1, 2))[:, None]).cpu()
-            if keep != "none":
-                for r, i in enumerate(index):
-                    real = batch.attention_mask[r].bool()
-                    full = g[:, r] if keep == "heads" else sal[:, r]
-                    kept[i] = full[..., real, :][..., real].cpu()
-            bar.update(len(batch))
+    for index, batch, grads in saliency_batches(
+        model,
+        prompts,
+        per_head=per_head,
+        fwd_hooks=fwd_hooks,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+    ):
+        g = grads.float()
+        sal = g.sum(2).abs() if heads == "sum" else g.abs().sum(2)  # [layer, batch, q, k]
+        for f, mask in enumerate(flow_masks(batch, sal.shape[-1])):
+            m = mask.to(sal.dtype)
+            out[f, index] = (torch.einsum("lbij,bij->bl", sal, m) / m.sum((1, 2))[:, None]).cpu()
+        if keep != "none":
+            for r, i in enumerate(index):
+                real = batch.attention_mask[r].bool()
+                full = g[:, r] if keep == "heads" else sal[:, r]
+                kept[i] = full[..., real, :][..., real].cpu()
     matrices = tuple(m for m in kept if m is not None) if keep != "none" else None
     return SaliencyResult(out[0], out[1], out[2], heads=heads, matrices=matrices)

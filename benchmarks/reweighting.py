@@ -1,6 +1,6 @@
 """Anchor re-weighting cost and memory, measured side by side in one run (ratios; machines are noisy).
 
-- ``step_vs_fwd_bwd``: one training step (``AnchorReweighting.train_step``: forward with the beta hooks,
+- ``step_vs_fwd_bwd``: one training step (``anchorlens.reweighting.train_step``: forward with the beta hooks,
   gradient to beta, Adam update) / a plain forward+backward of the same prompt with the same loss
   (``loss.backward()`` into the parameters, the usual way; target <= 1.3);
 - ``step_vs_frozen_fwd_bwd``: the same against a backward to the embeddings only, parameters frozen (the
@@ -26,7 +26,7 @@ import torch
 from _common import best_of, frozen_fwd_bwd, peak_kb, plain_fwd_bwd
 
 import anchorlens as al
-from anchorlens.reweighting import AnchorReweighting
+from anchorlens.reweighting import AnchorReweighting, train_step
 
 
 def setup(args: argparse.Namespace) -> tuple[Any, AnchorReweighting, Any, torch.optim.Optimizer]:
@@ -48,7 +48,7 @@ def child(args: argparse.Namespace) -> None:
     run = {
         "plain": lambda: plain_fwd_bwd(model, batch),
         "frozen": lambda: frozen_fwd_bwd(model, batch),
-        "step": lambda: module.train_step(model, batch, optimizer),
+        "step": lambda: train_step(module, model, batch, optimizer),
     }
     print(json.dumps({"peak_kb": peak_kb(run[args.child])}))
 
@@ -71,7 +71,7 @@ def main() -> None:
         module.beta.fill_(0.1)  # any value: the cost does not depend on it
 
     def step() -> None:
-        module.train_step(model, batch, optimizer)
+        train_step(module, model, batch, optimizer)
 
     def hooked() -> None:
         with torch.no_grad():
