@@ -283,16 +283,13 @@ def predict_compressed(
         real = batch.attention_mask.bool()
         return [restart_positions_hook(model.W_pos, real)] if anchor.positions == "restart" else []
 
+    def cache(batch: PromptBatch) -> dict[str, Any]:
+        return {"past_kv_cache": anchor.for_batch(len(batch))}
+
     out = PredictionBuffer(prompts, top_k)
     with torch.no_grad():
-        for index, _, logits in forward_batches(
-            model,
-            prompts,
-            fwd_hooks=fwd_hooks,
-            own_hooks=restart,
-            batches=batches,
-            forward_kwargs=lambda batch: {"past_kv_cache": anchor.for_batch(len(batch))},
-        ):
+        loop: dict[str, Any] = dict(own_hooks=restart, batches=batches, forward_kwargs=cache)
+        for index, _, logits in forward_batches(model, prompts, fwd_hooks=fwd_hooks, **loop):
             out.add(index, logits)
     return out.result()
 

@@ -197,16 +197,12 @@ def deep(
         names = {pattern_name(layer): layer for layer in range(n_layers)}
         return capture_hooks(names, lambda pattern, _: target_to_labels(pattern, batch), store)
 
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="deep"
+    )
     with torch.no_grad():
         for index, batch, logits in forward_batches(
-            model,
-            prompts,
-            fwd_hooks=fwd_hooks,
-            own_hooks=own,
-            batch_size=batch_size,
-            padding_side=padding_side,
-            progress=progress,
-            desc="deep",
+            model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop
         ):
             preds.add(index, logits)
             got = store.get("hook_pattern", {})

@@ -167,8 +167,9 @@ class DiagnosisResult:
             spearman_by_layer=tuple(d["spearman_by_layer"]),
             predicted_by_layer=torch.stack([matrix(m) for m in d["predicted_by_layer"]]),
             undefined_pairs=tuple(
-                tuple(sorted((index[u["pair"][0]], index[u["pair"][1]]))) for u in d["undefined_pairs"]
-            ),  # type: ignore[misc]
+                (min(i, j), max(i, j))
+                for i, j in ((index[u["pair"][0]], index[u["pair"][1]]) for u in d["undefined_pairs"])
+            ),
             n_prompts=d["n_prompts"],
             n_components=d["n_components"],
             explained_variance_ratio=tuple(d["explained_variance_ratio"]),
@@ -360,9 +361,9 @@ def collect_keys_queries(
     model: Any,
     prompts: Sequence[IclPrompt],
     *,
-    fwd_hooks: HookSpec = None,
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
+    fwd_hooks: HookSpec = None,
     progress: bool | str = False,
 ) -> KeysQueries:
     """One forward pass per batch with hooks on every layer's keys and queries (rotated ones on rotary
@@ -385,16 +386,12 @@ def collect_keys_queries(
         store.clear()
         return _capture_hooks(batch, n_layers, n_heads, (k_name, q_name), store)
 
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="diagnose"
+    )
     with torch.no_grad():
         for index, batch, logits in forward_batches(
-            model,
-            prompts,
-            fwd_hooks=fwd_hooks,
-            own_hooks=own,
-            batch_size=batch_size,
-            padding_side=padding_side,
-            progress=progress,
-            desc="diagnose",
+            model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop
         ):
             preds.add(index, logits)
             key_row = index.index(0) if 0 in index else None
@@ -458,6 +455,47 @@ def _label_names(model: Any, prompts: Sequence[IclPrompt], names: Sequence[str] 
     return tuple(str(x) for x in names)
 
 
+def _actual_confusion(
+    pred: Predictions, names: Sequence[str]
+) -> tuple[Confusion, tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """Pairwise AUC, the pairs where it is undefined (warned about) and the test support of each class."""
+    # pred.probs in float64, so that no pair's ratio is lost to float32 underflow.
+    actual = pairwise_auc(pred.label_logits.double().softmax(-1), pred.labels)
+    n_classes = len(names)
+    undefined = tuple(
+        (i, j) for i in range(n_classes) for j in range(i + 1, n_classes) if math.isnan(float(actual[i, j]))
+    )
+    support = tuple(int((pred.labels == c).sum()) for c in range(n_classes))
+    if undefined:
+        absent = [names[c] for c in range(n_classes) if support[c] == 0]
+        warnings.warn(
+            f"Actual confusion is undefined for {len(undefined)} class pair(s): no test example of "
+            f"{', '.join(absent)}. They are listed in undefined_pairs (null in to_json); add test prompts "
+            "of those classes.",
+            stacklevel=3,
+        )
+    return actual, undefined, support
+
+
+def _by_layer(
+    kq: KeysQueries, actual: Confusion, n_components: int, layer: int
+) -> tuple[list[Tensor], list[float | None], tuple[float, ...]]:
+    """Predicted confusion and its Spearman agreement with ``actual`` at every layer, and the explained
+    variance ratios of the principal components at ``layer``."""
+    by_layer: list[Tensor] = []
+    rhos: list[float | None] = []
+    ratio: tuple[float, ...] = ()
+    for lay in range(kq.queries.shape[0]):
+        queries, keys = kq.queries[lay].double().numpy(), kq.keys[lay].double().numpy()
+        proj, var_ratio = _project(queries, keys, n_components)
+        m = distance_confusion(torch.from_numpy(proj))
+        by_layer.append(m)
+        rhos.append(confusion_spearman(m, actual))
+        if lay == layer:
+            ratio = tuple(float(x) for x in var_ratio)
+    return by_layer, rhos, ratio
+
+
 def diagnose(
     model: Any,
     prompts: Sequence[IclPrompt],
@@ -515,34 +553,9 @@ def diagnose(
         progress=progress,
     )
     pred = kq.predictions
-    # pred.probs in float64, so that no pair's ratio is lost to float32 underflow.
-    actual = pairwise_auc(pred.label_logits.double().softmax(-1), pred.labels)
+    actual, undefined, support = _actual_confusion(pred, names)
     n_classes = len(names)
-    undefined = tuple(
-        (i, j) for i in range(n_classes) for j in range(i + 1, n_classes) if math.isnan(float(actual[i, j]))
-    )
-    support = tuple(int((pred.labels == c).sum()) for c in range(n_classes))
-    if undefined:
-        absent = [names[c] for c in range(n_classes) if support[c] == 0]
-        warnings.warn(
-            f"Actual confusion is undefined for {len(undefined)} class pair(s): no test example of "
-            f"{', '.join(absent)}. They are listed in undefined_pairs (null in to_json); add test prompts "
-            "of those classes.",
-            stacklevel=2,
-        )
-
-    by_layer = []
-    rhos: list[float | None] = []
-    ratio: tuple[float, ...] = ()
-    for lay in range(n_layers):
-        proj, var_ratio = _project(
-            kq.queries[lay].double().numpy(), kq.keys[lay].double().numpy(), n_components
-        )
-        m = distance_confusion(torch.from_numpy(proj))
-        by_layer.append(m)
-        rhos.append(confusion_spearman(m, actual))
-        if lay == layer:
-            ratio = tuple(float(x) for x in var_ratio)
+    by_layer, rhos, ratio = _by_layer(kq, actual, n_components, layer)
     counts = torch.bincount(pred.predictions, minlength=n_classes)
     return DiagnosisResult(
         labels=names,

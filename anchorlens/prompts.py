@@ -298,6 +298,18 @@ def resample_demonstrations(
 # Building prompts
 
 
+def _check_label_tokens(tokenizer: Any, word: str, in_context: list[int]) -> None:
+    """Refuse a label word that tokenizes differently inside the prompt than alone."""
+    alone = _encode(tokenizer, word)
+    if in_context != alone:
+        raise AnchorlensError(
+            f"Label word {word!r} tokenizes as {tokenizer.convert_ids_to_tokens(in_context)} inside the "
+            f"prompt but as {tokenizer.convert_ids_to_tokens(alone)} alone, so its position would be "
+            "wrong. Put the label word's leading space in the label word, not in the template "
+            "(template '...Sentiment:{label}', label word ' Positive')."
+        )
+
+
 def build_prompt(
     model_or_tokenizer: Any,
     task: Task,
@@ -358,16 +370,7 @@ def build_prompt(
             fmt.append(t)
 
     for d, ex in enumerate(demos):
-        word = task.label_words[ex.label]
-        alone = _encode(tokenizer, word)
-        in_context = [tokens[t] for t in label_spans[d]]
-        if in_context != alone:
-            raise AnchorlensError(
-                f"Label word {word!r} tokenizes as {tokenizer.convert_ids_to_tokens(in_context)} inside the "
-                f"prompt but as {tokenizer.convert_ids_to_tokens(alone)} alone, so its position would be "
-                "wrong. Put the label word's leading space in the label word, not in the template "
-                "(template '...Sentiment:{label}', label word ' Positive')."
-            )
+        _check_label_tokens(tokenizer, task.label_words[ex.label], [tokens[t] for t in label_spans[d]])
     text_spans = tuple((min(p), max(p) + 1) if p else (0, 0) for p in text_pos)
     if query_start >= len(tokens):
         raise AnchorlensError("The query tokenized to nothing; the template and query text are empty.")

@@ -218,15 +218,10 @@ def predict(
         progress: Show a progress bar (a string is used as its description).
     """
     out = PredictionBuffer(prompts, top_k)
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="predict"
+    )
     with torch.no_grad():
-        for index, _, logits in forward_batches(
-            model,
-            prompts,
-            fwd_hooks=fwd_hooks,
-            batch_size=batch_size,
-            padding_side=padding_side,
-            progress=progress,
-            desc="predict",
-        ):
+        for index, _, logits in forward_batches(model, prompts, fwd_hooks=fwd_hooks, **loop):
             out.add(index, logits)
     return out.result()

@@ -91,8 +91,10 @@ class SaliencyResult:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SaliencyResult:
         """The result :meth:`to_json` wrote (its per-example flows; not the optional matrices)."""
-        flows = [torch.tensor(d["per_example"][k], dtype=torch.float32) for k in ("S_wp", "S_pq", "S_ww")]
-        return cls(*flows, heads=d["heads"])
+        wp, pq, ww = (
+            torch.tensor(d["per_example"][k], dtype=torch.float32) for k in ("S_wp", "S_pq", "S_ww")
+        )
+        return cls(S_wp=wp, S_pq=pq, S_ww=ww, heads=d["heads"])
 
 
 def flow_masks(batch: PromptBatch, width: int) -> tuple[FlowMasks, FlowMasks, FlowMasks]:
@@ -196,17 +198,10 @@ def saliency_batches(
         store.clear()
         return gradient_multiplier_hooks(range(n_layers), store, per_head)
 
-    runs = forward_batches(
-        model,
-        prompts,
-        fwd_hooks=fwd_hooks,
-        own_hooks=own,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        progress=progress,
-        desc="saliency",
-        batches=batches,
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, batches=batches
     )
+    runs = forward_batches(model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, desc="saliency", **loop)
     while True:
         # Grad on and parameters frozen for each forward and backward only, never across the yield.
         with torch.enable_grad(), frozen(model):

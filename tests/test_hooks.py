@@ -58,7 +58,12 @@ def fingerprint(result: Any) -> list[Any]:
         return [result]
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         skip = {"timings", "train_seconds", "cache_seconds", "speedup", "speedup_batched", "module"}
-        return [x for f in dataclasses.fields(result) if f.name not in skip for x in fingerprint(getattr(result, f.name))]
+        return [
+            x
+            for f in dataclasses.fields(result)
+            if f.name not in skip
+            for x in fingerprint(getattr(result, f.name))
+        ]
     if isinstance(result, dict):
         return [x for k in sorted(result) for x in [k, *fingerprint(result[k])]]
     if isinstance(result, list | tuple):
@@ -119,8 +124,13 @@ def test_composition_matrix(tiny: Any, experiment: str) -> None:
     n = {"diagnose": None, "reweighting": 4}.get(experiment, 6)
     prompts = al.build_prompts(tiny, task, n=n, shots=1, seed=0)
     plain = run_experiment(experiment, tiny, prompts, None)
-    identity = [("blocks.0.attn.hook_pattern", lambda x, hook: x), ("blocks.1.hook_resid_pre", lambda x, hook: None)]
-    assert same(run_experiment(experiment, tiny, prompts, identity), plain), "identity hooks changed the result"
+    identity = [
+        ("blocks.0.attn.hook_pattern", lambda x, hook: x),
+        ("blocks.1.hook_resid_pre", lambda x, hook: None),
+    ]
+    assert same(run_experiment(experiment, tiny, prompts, identity), plain), (
+        "identity hooks changed the result"
+    )
     assert same(run_experiment(experiment, tiny, prompts, lambda batch: identity), plain)
     for kind, hooks in hook_kinds(tiny, prompts).items():
         result = run_experiment(experiment, tiny, prompts, hooks)
@@ -145,7 +155,11 @@ def test_caller_hooks_run_before_anchorlens_hooks(gpt2_like: Any, toy_task: al.T
         return [("blocks.0.attn.hook_pattern", anchorlens_hook)]
 
     with torch.no_grad():
-        list(al.forward_batches(gpt2_like, prompts, fwd_hooks=[("blocks.0.attn.hook_pattern", caller)], own_hooks=own))
+        list(
+            al.forward_batches(
+                gpt2_like, prompts, fwd_hooks=[("blocks.0.attn.hook_pattern", caller)], own_hooks=own
+            )
+        )
     assert order == ["caller", "anchorlens"] * 1
     # deep reads the attention the caller left: all zero
     dl = al.deep(gpt2_like, prompts, fwd_hooks=[("blocks.0.attn.hook_pattern", caller)])
@@ -171,12 +185,17 @@ def test_unknown_hook_name_is_refused_before_any_forward(gpt2_like: Any, toy_tas
     calls: list[int] = []
     with gpt2_like.hooks(fwd_hooks=[("hook_embed", lambda x, hook: calls.append(1))]):
         for run in (al.predict, al.saliency, al.deep):
-            with pytest.raises(al.AnchorlensError, match=r"no hook point 'blocks\.0\.attn\.hook_patern'.*'blocks\.0\.attn\.hook_pattern'"):
+            with pytest.raises(
+                al.AnchorlensError,
+                match=r"no hook point 'blocks\.0\.attn\.hook_patern'.*'blocks\.0\.attn\.hook_pattern'",
+            ):
                 run(gpt2_like, prompts, fwd_hooks=[("blocks.0.attn.hook_patern", lambda x, hook: None)])
     assert calls == [], "a forward pass ran before the bad hook name was refused"
 
 
-@pytest.mark.parametrize("bad", [None, "blocks.0.hook_resid_pre", [("blocks.0.hook_resid_pre",)], [(0, print)], {"a": 1}])
+@pytest.mark.parametrize(
+    "bad", [None, "blocks.0.hook_resid_pre", [("blocks.0.hook_resid_pre",)], [(0, print)], {"a": 1}]
+)
 def test_callable_returning_something_else_is_refused(gpt2_like: Any, toy_task: al.Task, bad: Any) -> None:
     prompts = al.build_prompts(gpt2_like, toy_task, n=2, shots=1, seed=0)
     with pytest.raises(al.AnchorlensError, match=r"fwd_hooks function's return value must"):
@@ -210,9 +229,14 @@ def test_applied_refuses_a_model_of_another_shape(gpt2_like: Any, toy_task: al.T
     prompts = al.build_prompts(gpt2_like, toy_task, n=2, shots=1, seed=0)
     module = AnchorReweighting.for_model(gpt2_like, toy_task, prompts.demonstrations.demos)  # type: ignore[union-attr]
     other = al.tiny_model(n_layers=3, positional_embedding_type="standard", seed=1)
-    with pytest.raises(al.AnchorlensError, match=r"applied\(\): this beta was made for another model: .*n_layers: 2 there, 3 here"):
-        with module.applied(other):
-            pass
+    with (
+        pytest.raises(
+            al.AnchorlensError,
+            match=r"applied\(\): this beta was made for another model: .*n_layers: 2 there, 3 here",
+        ),
+        module.applied(other),
+    ):
+        pass
 
 
 def test_prompt_set_slices_are_prompt_sets(gpt2_like: Any, toy_task: al.Task) -> None:
@@ -224,3 +248,11 @@ def test_prompt_set_slices_are_prompt_sets(gpt2_like: Any, toy_task: al.Task) ->
     assert prompts[[5, 1]].prompts == (prompts[5], prompts[1])
     result = al.compression(gpt2_like, prompts[:3], n_random_top=1, timing=False)
     assert result.methods["full"]["label_loyalty"] == 1.0
+
+
+def test_saliency_under_label_isolation_has_no_text_to_label_flow(tiny: Any, toy_task: al.Task) -> None:
+    """Cut every edge into the label words in layer 0: S_wp there is exactly 0, other layers keep flowing."""
+    prompts = al.build_prompts(tiny, toy_task, n=4, shots=1, seed=0, resample=True)
+    cut = al.saliency(tiny, prompts, fwd_hooks=al.isolate(prompts, [0]))
+    assert bool((cut.S_wp[:, 0] == 0).all()) and bool((cut.S_wp[:, 1] > 0).all())
+    assert bool((al.saliency(tiny, prompts).S_wp[:, 0] > 0).all())

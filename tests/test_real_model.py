@@ -38,3 +38,19 @@ def test_compressed_cache_equals_masked_full_prompt_on_rotary_gqa(smollm2, sst2)
     fast = predict_compressed(smollm2, prompts, build_anchor_cache(smollm2, prompts[0], kept), batch_size=4)
     exact = predict_masked(smollm2, prompts, kept, batch_size=4)
     torch.testing.assert_close(fast.label_logits, exact.label_logits, atol=1e-3, rtol=1e-4)
+
+
+def test_saliency_composes_with_label_isolation_and_reweighting(smollm2, sst2) -> None:  # type: ignore[no-untyped-def]
+    """The caller's hooks reach the real model: isolation empties S_wp in its layers; a re-weighting applied
+    around an experiment equals the same re-weighting passed as fwd_hooks."""
+    prompts = al.build_prompts(smollm2, sst2, n=2, shots=1, seed=42)
+    cut = al.saliency(smollm2, prompts, fwd_hooks=al.isolate(prompts, range(5)))
+    assert bool((cut.S_wp[:, :5] == 0).all()) and bool((cut.S_wp[:, 5:] > 0).all())
+    module = al.AnchorReweighting.for_model(smollm2, sst2, prompts.demonstrations.demos)
+    with torch.no_grad():
+        module.beta.fill_(1.0)
+    with module.applied(smollm2, prompts[0]):
+        inside = al.deep(smollm2, prompts)
+    hooked = al.deep(smollm2, prompts, fwd_hooks=module.hooks)
+    torch.testing.assert_close(inside.attention, hooked.attention)
+    assert not torch.allclose(hooked.attention, al.deep(smollm2, prompts).attention)

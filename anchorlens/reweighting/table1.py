@@ -12,7 +12,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.metrics import Predictions
 from anchorlens.prompts import Demonstrations, PaddingSide, build_prompts, sample_demonstrations, sample_test
 from anchorlens.reweighting.module import AnchorReweighting, check_classes
-from anchorlens.reweighting.training import refuse_inference_mode, train_reweighting
+from anchorlens.reweighting.training import TrainingLog, refuse_inference_mode, train_reweighting
 from anchorlens.runner import HookSpec, predict
 from anchorlens.tasks import Task
 
@@ -98,6 +98,13 @@ class ReweightingResult:
         }
 
 
+def many_shot_demonstrations(task: Task, many_shots: int, seed: int) -> Demonstrations:
+    """The vanilla many-shot row's demonstrations: ``many_shots`` per class, in a seeded shuffle."""
+    many = sample_demonstrations(task, shots=many_shots, seed=seed)
+    perm = np.random.default_rng(seed).permutation(len(many.demos))
+    return Demonstrations(tuple(many.demos[int(i)] for i in perm), (), seed)
+
+
 def table1(
     model: Any,
     task: Task,
@@ -144,9 +151,7 @@ def table1(
     demos = sample_demonstrations(task, shots=1, seed=seed, aux_shots=aux_shots)
     check_classes(task, demos.demos)
     one_shot = Demonstrations(demos.demos, (), seed)
-    many = sample_demonstrations(task, shots=many_shots, seed=seed)
-    perm = np.random.default_rng(seed).permutation(len(many.demos))
-    many_demos = Demonstrations(tuple(many.demos[int(i)] for i in perm), (), seed)
+    many_demos = many_shot_demonstrations(task, many_shots, seed)
     queries = sample_test(task, n, seed)
     test_1 = build_prompts(model, task, queries, demonstrations=one_shot, on_overflow=on_overflow)
     test_many = build_prompts(model, task, queries, demonstrations=many_demos, on_overflow=on_overflow)
@@ -172,21 +177,35 @@ def table1(
         progress=bar("training"),
     )
     reweighted = module.predict(model, test_1, progress=bar("re-weighted"), **kw)
+    preds = {"vanilla_1shot": vanilla, "vanilla_many_shot": vanilla_many, "reweighting": reweighted}
+    return _result(model, task, seed, len(demos.aux), many_shots, preds, module, log)
+
+
+def _result(
+    model: Any,
+    task: Task,
+    seed: int,
+    n_train: int,
+    many_shots: int,
+    preds: dict[str, Predictions],
+    module: AnchorReweighting,
+    log: TrainingLog,
+) -> ReweightingResult:
     return ReweightingResult(
         task=task.name,
         model=str(getattr(model.cfg, "model_name", "")),
         seed=seed,
-        n=len(test_1),
-        n_train=len(demos.aux),
+        n=len(preds["vanilla_1shot"]),
+        n_train=n_train,
         many_shots=many_shots,
-        vanilla_1shot=vanilla.accuracy,
-        vanilla_many_shot=vanilla_many.accuracy,
-        reweighting=reweighted.accuracy,
+        vanilla_1shot=preds["vanilla_1shot"].accuracy,
+        vanilla_many_shot=preds["vanilla_many_shot"].accuracy,
+        reweighting=preds["reweighting"].accuracy,
         train_seconds=log.seconds,
         beta_shape=tuple(int(x) for x in module.beta.shape),
         losses=log.losses,
         epoch_losses=log.epoch_losses,
         stopped=log.stopped,
-        predictions={"vanilla_1shot": vanilla, "vanilla_many_shot": vanilla_many, "reweighting": reweighted},
+        predictions=preds,
         module=module,
     )
