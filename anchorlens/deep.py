@@ -26,6 +26,7 @@ from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import capture_hooks, pattern_name
+from anchorlens.layers import layer_thirds
 from anchorlens.metrics import Predictions
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
 from anchorlens.runner import HookSpec, PredictionBuffer, forward_batches
@@ -134,16 +135,16 @@ class DeepResult:
                 self.predictions.predictions.numpy(), minlength=self.attention.shape[2]
             ).tolist(),
         }
-        third = max(1, self.n_layers // 3)
+        shallow_layers, _, deep_layers = layer_thirds(self.n_layers)
         for against, suffix in (("prediction", ""), ("gold", "_gold")):
             aucs, r, note = self.curve(against)
             out[f"aucroc{suffix}"] = list(aucs)
             out[f"R{suffix}"] = list(r) if r is not None else None
             if note:
                 out[f"note{suffix}"] = note
-            if None not in aucs:
-                shallow = float(np.mean([a for a in aucs[:third] if a is not None]))
-                deep = float(np.mean([a for a in aucs[-third:] if a is not None]))
+            if None not in aucs and shallow_layers and deep_layers:
+                shallow = float(np.mean([aucs[i] for i in shallow_layers]))
+                deep = float(np.mean([aucs[i] for i in deep_layers]))
                 out[f"mean_aucroc_shallow_third{suffix}"] = shallow
                 out[f"mean_aucroc_deep_third{suffix}"] = deep
                 out[f"aucroc_rises_in_deep_layers{suffix}"] = deep - shallow >= RISE

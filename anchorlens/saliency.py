@@ -27,6 +27,7 @@ from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import gradient_multiplier_hooks
+from anchorlens.layers import layer_thirds
 from anchorlens.models import frozen
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
 from anchorlens.runner import HookSpec, forward_batches
@@ -118,13 +119,12 @@ def thirds(curves: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
     """Per third of the layers (shallow, middle, deep): mean ``S_wp_norm`` and ``S_pq_norm`` and which
     dominates, from normalised per-layer curves (a :meth:`SaliencyResult.normalized` or its JSON). A third
     with no layers (a model with fewer than 3) has ``None`` values."""
-    n = len(curves["S_wp_norm"])
-    bounds = [0, round(n / 3), round(2 * n / 3), n]
     out: list[dict[str, Any]] = []
-    for name, a, b in zip(("shallow", "middle", "deep"), bounds[:-1], bounds[1:], strict=True):
-        if a == b:  # fewer than 3 layers: this third is empty
+    for name, r in zip(("shallow", "middle", "deep"), layer_thirds(len(curves["S_wp_norm"])), strict=True):
+        if not r:  # fewer than 3 layers: this third is empty
             out.append({"third": name, "layers": [], "S_wp_norm": None, "S_pq_norm": None, "dominant": None})
             continue
+        a, b = r.start, r.stop
         wp, pq = float(np.mean(curves["S_wp_norm"][a:b])), float(np.mean(curves["S_pq_norm"][a:b]))
         dominant = "S_wp" if wp > pq else "S_pq"
         out.append(

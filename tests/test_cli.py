@@ -61,6 +61,47 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "Unknown task 'nope'" in capsys.readouterr().err
 
 
+def test_out_naming_a_file_is_refused_before_any_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_model(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("no model should load")
+
+    monkeypatch.setattr("anchorlens.models.load_model", no_model)
+    task = str(_user_task(tmp_path / "mytask"))
+    file = tmp_path / "taken.json"
+    file.write_text("{}")
+    for argv, out in [
+        (["saliency", "--task", task], file),
+        (["predict", "--task", task], file / "sub"),
+        (["reproduce", "--tasks", task], file),
+    ]:
+        assert cli.main([*argv, "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("anchorlens: error: --out ") and "give a folder" in err, err
+        assert "Traceback" not in err
+    assert file.read_text() == "{}"
+
+
+def test_n_larger_than_the_test_split_is_said_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    task = str(_user_task(tmp_path / "mytask"))  # 4 test examples
+    assert cli.main(["deep", "--task", task, "--n", "10", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "anchorlens: warning: --n 10 is more than the 4 test examples of mytask: it uses 4." in err
+    js = json.loads((tmp_path / "o" / "deep.json").read_text())
+    assert (
+        js["n"] == 4
+        and js["n_requested"] == 10
+        and js["warnings"] == [err.strip()[len("anchorlens: warning: ") :]]
+    )
+    assert cli.main(["predict", "--task", task, "--n", "3", "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    js = json.loads((tmp_path / "p" / "predict.json").read_text())
+    assert js["n_requested"] == 3 and js["warnings"] == [] and "warning" not in capsys.readouterr().err
+
+
 def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["predict", "--help"])
@@ -77,6 +118,18 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         "--on-overflow",
     ]:
         assert flag in text
+    for command, flags in [
+        ("saliency", ["--demos", "--heads", "default: 4"]),
+        ("isolation", ["--k", "--mode", "1,3,5,7"]),
+        ("reweight", ["--epochs", "--many-shots", "--aux-shots"]),
+        ("compress", ["--positions", "--random-top", "--no-timing"]),
+        ("diagnose", ["--layer", "--components"]),
+        ("reproduce", ["--tasks", "--seeds", "--experiments", "--k", "--reweight-epochs", "default: 20"]),
+    ]:
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = capsys.readouterr().out
+        assert all(f in text for f in flags), (command, text)
 
 
 @pytest.mark.real
@@ -214,7 +267,7 @@ def test_reweight_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         "n",
         "seed",
         "vanilla_1shot",
-        "vanilla_5shot",
+        "vanilla_many_shot",
         "reweighting",
         "train_seconds",
         "beta_shape",

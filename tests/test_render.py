@@ -73,3 +73,21 @@ def test_figure3_png(tmp_path: Path, one) -> None:  # type: ignore[no-untyped-de
     fig = plot_saliency({k: v for k, v in res.to_json().items()}, normalized=False)
     assert len(fig.axes[0].lines) == 3
     assert torch.is_tensor(res.S_wp)
+
+
+def test_figures_leave_pyplot_and_the_backend_alone() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matplotlib\n"
+        "backend = matplotlib.rcParams._get('backend')\n"
+        "from anchorlens.render import plot_confusion, plot_deep\n"
+        "fig = plot_deep({'aucroc': [0.5, 0.7], 'R': [0.0, 1.0]})\n"
+        "plot_confusion({'labels': ['a', 'b'], 'predicted_confusion': [[1, 0.2], [0.2, 1]],"
+        " 'actual_confusion': [[1, None], [None, 1]]})\n"
+        "assert type(fig).__name__ == 'Figure' and len(fig.axes) == 2\n"
+        "print('matplotlib.pyplot' in sys.modules, matplotlib.rcParams._get('backend') == backend)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False True"

@@ -1,4 +1,4 @@
-"""Figure 6 replica: predicted (anchor-key distance) vs actual (AUC) confusion (matplotlib, Agg)."""
+"""Figure 6 replica: predicted (anchor-key distance) vs actual (AUC) confusion, on a matplotlib Figure."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+
+from anchorlens.render.figures import save
 
 
 def _matrix(values: Any) -> np.ndarray:
@@ -25,7 +24,7 @@ def plot_confusion(result: Any, path: str | Path | None = None, title: str = "")
     Small values (darker) mean "likely confused"; the diagonal is 1 by convention. Undefined entries
     (a class without test examples) are grey and marked ``n/a``. ``result`` is a
     :class:`anchorlens.diagnosis.DiagnosisResult` or its ``to_json()`` dict. With ``path`` the figure is
-    saved there and closed.
+    saved there.
     """
     data = result.to_json() if hasattr(result, "to_json") else dict(result)
     labels = [str(x) for x in data["labels"]]
@@ -34,8 +33,9 @@ def plot_confusion(result: Any, path: str | Path | None = None, title: str = "")
     finite = np.concatenate([m[np.isfinite(m)] for m in mats])
     vmin = min(float(finite.min()) if finite.size else 0.0, 0.5)
     side = 1.2 + 0.55 * n
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.6, side + 0.6), dpi=120, layout="constrained")
-    cmap = plt.get_cmap("viridis").with_extremes(bad="#d0d0d0")
+    fig = Figure(figsize=(2 * side + 1.6, side + 0.6), dpi=120, layout="constrained")
+    axes = fig.subplots(1, 2)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")
     titles = (
         f"Predicted (key distance, layer {data.get('layer')})",
         "Actual (pairwise AUC)",
@@ -60,7 +60,4 @@ def plot_confusion(result: Any, path: str | Path | None = None, title: str = "")
     if rho is not None:
         heading += f" (Spearman ρ = {rho:.2f})"
     fig.suptitle(heading, fontsize=10)
-    if path is not None:
-        fig.savefig(path, bbox_inches="tight")
-        plt.close(fig)
-    return fig
+    return save(fig, path, bbox_inches="tight")

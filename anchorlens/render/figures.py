@@ -1,14 +1,11 @@
-"""Replicas of the paper's figures (matplotlib, Agg backend: no display needed)."""
+"""Replicas of the paper's figures, drawn on :class:`matplotlib.figure.Figure` objects: no pyplot state, no
+backend switch, no display needed (a notebook still shows the returned figure)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 
@@ -21,7 +18,8 @@ def plot_saliency(
     """
     curves = result.to_json() if hasattr(result, "to_json") else dict(result)
     suffix = "_norm" if normalized else ""
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    fig = Figure(figsize=(5.5, 3.4), dpi=120)
+    ax = fig.subplots()
     styles = {
         "S_wp": ("#1f77b4", "-", "$S_{wp}$ text → label"),
         "S_pq": ("#ff7f0e", "-", "$S_{pq}$ label → target"),
@@ -38,7 +36,7 @@ def plot_saliency(
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 _CONDITIONS = (("label", "first"), ("random", "first"), ("label", "last"), ("random", "last"))
@@ -52,7 +50,8 @@ def plot_isolation(result: Any, k: int = 5, title: str = "", path: str | Path | 
     """
     runs = result.to_json()["results"] if hasattr(result, "to_json") else result["results"]
     by = {(r["anchors"], r["layers"]): r for r in runs if r["k"] == k}
-    fig, ax = plt.subplots(figsize=(5.5, 3.9), dpi=120)
+    fig = Figure(figsize=(5.5, 3.9), dpi=120)
+    ax = fig.subplots()
     width = 0.18
     for i, (anchors, layers) in enumerate(c for c in _CONDITIONS if c in by):
         r = by[(anchors, layers)]
@@ -73,13 +72,14 @@ def plot_isolation(result: Any, k: int = 5, title: str = "", path: str | Path | 
     ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_isolation_sweep(result: Any, title: str = "", path: str | Path | None = None) -> Figure:
     """Appendix D: loyalties against the number of isolated layers k, for every condition."""
     runs = result.to_json()["results"] if hasattr(result, "to_json") else result["results"]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120, sharey=True)
+    fig = Figure(figsize=(8, 3.2), dpi=120)
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, metric in zip(axes, ("label_loyalty", "word_loyalty"), strict=True):
         for anchors, layers in _CONDITIONS:
             pts = sorted(
@@ -101,13 +101,14 @@ def plot_isolation_sweep(result: Any, title: str = "", path: str | Path | None =
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_deep(result: Any, title: str = "", path: str | Path | None = None) -> Figure:
     """Figure 5: AUCROC_l (left axis) and R_l (right axis) per layer."""
     js = result.to_json() if hasattr(result, "to_json") else dict(result)
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    fig = Figure(figsize=(5.5, 3.4), dpi=120)
+    ax = fig.subplots()
     for key, ls, label in (
         ("aucroc", "-", "AUCROC$_l$ vs prediction"),
         ("aucroc_gold", "--", "AUCROC$_l$ vs gold"),
@@ -127,11 +128,11 @@ def plot_deep(result: Any, title: str = "", path: str | Path | None = None) -> F
     ax.set_title(title or "Target → label-word attention vs prediction")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _save(fig: Figure, path: str | Path | None) -> Figure:
+def save(fig: Figure, path: str | Path | None, **kwargs: Any) -> Figure:
+    """Write ``fig`` to ``path`` (its suffix gives the format) when a path is given; returns ``fig``."""
     if path is not None:
-        fig.savefig(path)
-        plt.close(fig)
+        fig.savefig(path, **kwargs)
     return fig
