@@ -262,17 +262,82 @@ def sample_demonstrations(task: Task, shots: int = 1, seed: int = 42, aux_shots:
     return Demonstrations(tuple(demos), tuple(aux), seed)
 
 
-def sample_test(task: Task, n: int | None = None, seed: int = 42, shuffle: bool = True) -> list[Example]:
-    """``n`` test queries: the seeded permutation of the test split (as ``Dataset.shuffle(seed)``), or
-    the first ``n`` in file order with ``shuffle=False``. ``n=None`` takes them all."""
+Sampling = Literal["random", "stratified"]
+# A class with fewer test queries than this makes per-class statistics (diagnosis pairs, AUCs) unreliable.
+MIN_PER_CLASS = 3
+
+
+def sample_test(
+    task: Task,
+    n: int | None = None,
+    seed: int = 42,
+    shuffle: bool = True,
+    sampling: Sampling | str = "random",
+) -> list[Example]:
+    """``n`` test queries (``n=None``: all of them).
+
+    ``sampling="random"`` (the paper): the first ``n`` of the seeded permutation of the test split (as
+    ``Dataset.shuffle(seed)``), or of file order with ``shuffle=False``. ``"stratified"``: as equal a number
+    per class as the test split allows (``n // classes`` each, the remainder to the classes first in the
+    permutation; a class with too few examples gives all it has and the others fill in), each class's
+    queries taken in that same order, returned in permutation order. Deterministic by ``seed``.
+
+    Raises:
+        AnchorlensError: no test examples; ``n < 1``; an unknown ``sampling``; stratified with ``n``
+            smaller than the number of classes present.
+    """
     if not task.test:
         raise AnchorlensError(f"Task {task.name!r} has no test examples.")
+    if sampling not in ("random", "stratified"):
+        raise AnchorlensError(f"sampling must be 'random' or 'stratified', got {sampling!r}.")
+    if n is not None and n < 1:
+        raise AnchorlensError(f"n must be >= 1, got {n}.")
     order = np.random.default_rng(seed).permutation(len(task.test)) if shuffle else np.arange(len(task.test))
-    if n is not None:
-        if n < 1:
-            raise AnchorlensError(f"n must be >= 1, got {n}.")
+    if sampling == "stratified" and n is not None and n < len(task.test):
+        order = _stratified(task, order, n)
+    elif n is not None:
         order = order[:n]
     return [task.test[int(i)] for i in order]
+
+
+def _stratified(task: Task, order: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` of ``order`` re-balanced over classes (see :func:`sample_test`)."""
+    labels = np.array([task.test[int(i)].label for i in order])
+    present = list(dict.fromkeys(labels.tolist()))  # classes in order of first appearance
+    if n < len(present):
+        raise AnchorlensError(
+            f"Stratified sampling of n={n} queries cannot cover the {len(present)} classes of task "
+            f"{task.name!r}; use n >= {len(present)} or sampling='random'."
+        )
+    available = {c: int((labels == c).sum()) for c in present}
+    quota = dict.fromkeys(present, 0)
+    left = n
+    while left:  # water-filling: one more per class, in order, while it has examples left
+        for c in present:
+            if left and quota[c] < available[c]:
+                quota[c] += 1
+                left -= 1
+    taken = dict.fromkeys(present, 0)
+    keep = []
+    for i, c in zip(order, labels.tolist(), strict=True):
+        if taken[c] < quota[c]:
+            taken[c] += 1
+            keep.append(i)
+    return np.array(keep)
+
+
+def class_balance_warning(task: Task, queries: Sequence[Example], minimum: int = MIN_PER_CLASS) -> str | None:
+    """A warning when some class of ``task`` has fewer than ``minimum`` of ``queries`` (None otherwise):
+    per-class statistics (diagnosis pairs, per-class AUCs) are then undefined or noisy."""
+    counts = np.bincount([q.label for q in queries if q.label >= 0], minlength=task.n_classes)
+    few = [f"{task.label_names[c]} ({counts[c]})" for c in range(task.n_classes) if counts[c] < minimum]
+    if not few:
+        return None
+    return (
+        f"Task {task.name!r}: class(es) {', '.join(few)} have fewer than {minimum} of the {len(queries)} test "
+        "queries, so per-class statistics are undefined or noisy; use sampling='stratified' "
+        "(--sampling stratified) or a larger n."
+    )
 
 
 def resample_demonstrations(
@@ -400,6 +465,7 @@ def build_prompts(
     max_tokens: int | None = None,
     on_overflow: Literal["error", "drop"] = "error",
     shuffle_test: bool = True,
+    sampling: Sampling | str = "random",
 ) -> PromptSet:
     """The ICL prompts of one experiment.
 
@@ -416,9 +482,11 @@ def build_prompts(
         on_overflow: ``"error"`` (default) or ``"drop"`` prompts longer than ``max_tokens``; dropped ones
             are counted in ``PromptSet.n_dropped`` and warned about. Never truncates.
         shuffle_test: Sample test queries in the seeded order (the paper) or file order.
+        sampling: ``"random"`` (the paper) or ``"stratified"`` (as equal per class as the test split allows;
+            see :func:`sample_test`).
     """
     if queries is None:
-        queries = sample_test(task, n, seed, shuffle=shuffle_test)
+        queries = sample_test(task, n, seed, shuffle=shuffle_test, sampling=sampling)
     demo_set: Demonstrations | None
     if resample:
         per_query = resample_demonstrations(task, len(queries), shots, seed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,8 @@ class Task:
         train: Examples demonstrations are drawn from.
         test: Examples used as queries.
         source: Where the examples were read from (a folder or ``"hf:<dataset>"``).
+        label_regime: ``"natural"``, ``"flipped"`` or ``"unrelated"`` (see :meth:`with_labels`).
+        natural_label_words: The task's own label words (``label_words`` under the natural regime).
     """
 
     name: str
@@ -102,9 +104,13 @@ class Task:
     train: tuple[Example, ...] = field(default=(), repr=False)
     test: tuple[Example, ...] = field(default=(), repr=False)
     source: str = ""
+    label_regime: str = "natural"
+    natural_label_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_template(self.template)
+        if not self.natural_label_words:
+            object.__setattr__(self, "natural_label_words", self.label_words)
         if len(self.label_words) < 2:
             raise AnchorlensError(
                 f"Task {self.name!r} has {len(self.label_words)} label word(s); a classification task "
@@ -153,12 +159,116 @@ class Task:
         parts = [self.format_demonstration(d) for d in demonstrations] + [self.format_query(query)]
         return self.separator.join(parts)
 
+    def with_labels(self, regime: str, tokenizer: Any = None, words: Sequence[str] | None = None) -> Task:
+        """This task under another label regime (see :func:`relabel`); ``label_words`` lists the words used."""
+        return relabel(self, regime, tokenizer=tokenizer, words=words)
+
     def by_class(self, split: str = "train") -> list[list[int]]:
         """Indices into ``split`` grouped by class id."""
         groups: list[list[int]] = [[] for _ in range(self.n_classes)]
         for i, ex in enumerate(self.train if split == "train" else self.test):
             groups[ex.label].append(i)
         return groups
+
+
+# --------------------------------------------------------------------------------------------------
+# Label regimes: natural, flipped, unrelated (do label words route information or carry prior meaning?)
+
+LABEL_REGIMES = ("natural", "flipped", "unrelated")
+
+# Everyday nouns with no sentiment, question-type, topic or emotion meaning, tried in this order; the first
+# ones that are a single token (with their leading space) of the model's tokenizer are used.
+UNRELATED_CANDIDATES: tuple[str, ...] = (
+    " pencil", " garden", " bottle", " candle", " mirror", " ladder", " basket", " carpet", " pillow",
+    " spoon", " feather", " tunnel", " lemon", " violin", " blanket", " bucket", " button", " kettle",
+)  # fmt: skip
+
+
+def flipped_words(words: Sequence[str]) -> tuple[str, ...]:
+    """The fixed derangement of label words: class ``i`` takes the word of class ``(i + 1) mod C`` (a cyclic
+    shift; two classes swap: SST-2 negative -> " Positive", positive -> " Negative")."""
+    return tuple(words[(i + 1) % len(words)] for i in range(len(words)))
+
+
+def _single_tokens(tokenizer: Any, words: Sequence[str]) -> dict[str, int]:
+    """``{word: token id}`` of the words that are exactly one known token of ``tokenizer``."""
+    tok = getattr(tokenizer, "tokenizer", None) or tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    out = {}
+    for w in words:
+        ids = list(tok(w, add_special_tokens=False)["input_ids"])
+        if len(ids) == 1 and ids[0] != unk:
+            out[w] = int(ids[0])
+    return out
+
+
+def unrelated_words(task: Task, tokenizer: Any, words: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Label words with no task meaning: the user's ``words`` (a leading space is added when missing), or
+    the first :data:`UNRELATED_CANDIDATES` that are single tokens of ``tokenizer`` with distinct ids.
+
+    Raises:
+        AnchorlensError: no tokenizer; a user word count that differs from the classes; a user word that is
+            several tokens (or unknown), repeated, or one of the task's own label words; too few candidates.
+    """
+    if tokenizer is None:
+        raise AnchorlensError(
+            "Unrelated label words are chosen per tokenizer: pass tokenizer= (or the model)."
+        )
+    natural = set(task.natural_label_words)
+    if words is not None:
+        chosen = tuple(w if w.startswith(" ") else f" {w}" for w in words)
+        if len(chosen) != task.n_classes:
+            raise AnchorlensError(
+                f"Task {task.name!r} has {task.n_classes} classes but {len(chosen)} label words were given."
+            )
+        single = _single_tokens(tokenizer, chosen)
+        bad = [w for w in chosen if w not in single]
+        if bad:
+            raise AnchorlensError(
+                f"Label word(s) {bad} are not a single token of this tokenizer (with the leading space); "
+                "unrelated label words must be one token each, so the answer is read from one logit."
+            )
+        if len(set(single.values())) != len(chosen) or natural & set(chosen):
+            raise AnchorlensError(
+                f"Unrelated label words {list(chosen)} must be distinct and differ from the task's own "
+                f"label words {sorted(natural)}."
+            )
+        return chosen
+    single = _single_tokens(tokenizer, [w for w in UNRELATED_CANDIDATES if w not in natural])
+    picked: list[str] = []
+    for w, i in single.items():  # candidate order; a token already taken is skipped
+        if i not in {single[p] for p in picked}:
+            picked.append(w)
+    if len(picked) < task.n_classes:
+        raise AnchorlensError(
+            f"Only {len(picked)} of the candidate unrelated words are single tokens of this tokenizer; task "
+            f"{task.name!r} needs {task.n_classes}. Pass your own with words=[...] (CLI: --label-words)."
+        )
+    return tuple(picked[: task.n_classes])
+
+
+def relabel(task: Task, regime: str, *, tokenizer: Any = None, words: Sequence[str] | None = None) -> Task:
+    """``task`` with the label words of ``regime`` (the examples, classes and names unchanged).
+
+    - ``"natural"``: the task's own words;
+    - ``"flipped"``: :func:`flipped_words` of them (class i shows the word of class i + 1 mod C);
+    - ``"unrelated"``: :func:`unrelated_words` (needs ``tokenizer``; ``words`` gives your own).
+
+    The result's ``label_words`` are the words used and ``label_regime`` the regime; relabelling always
+    starts from the natural words, so it can be applied again.
+    """
+    if regime not in LABEL_REGIMES:
+        raise AnchorlensError(f"Label regime must be one of {LABEL_REGIMES}, got {regime!r}.")
+    if words is not None and regime != "unrelated":
+        raise AnchorlensError(f"Your own label words go with the 'unrelated' regime, not {regime!r}.")
+    natural = task.natural_label_words
+    if regime == "natural":
+        new = natural
+    elif regime == "flipped":
+        new = flipped_words(natural)
+    else:
+        new = unrelated_words(task, tokenizer, words)
+    return replace(task, label_words=new, label_regime=regime, natural_label_words=natural)
 
 
 def _check_template(template: str) -> None:

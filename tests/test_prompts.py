@@ -152,3 +152,57 @@ def test_prompt_set_is_a_sequence(gpt2_like, toy_task) -> None:  # type: ignore[
     assert len(ps) == 3 and len(ps[:2]) == 2 and ps.labels == [p.label for p in ps]
     assert ps.demonstrations is not None and len(ps.demonstrations.demos) == 2
     assert isinstance(torch.tensor(ps[0].tokens), torch.Tensor)
+
+
+# --------------------------------------------------------------------------------------------------
+# Test sampling: random (the paper, the default) and stratified
+
+
+def _skewed_task() -> al.Task:
+    """12 test examples: 9 of class 0, 2 of class 1, 1 of class 2."""
+    test = [al.Example(f"t{i}", 0) for i in range(9)] + [al.Example("u0", 1), al.Example("u1", 1)]
+    return make_toy_task(label_words=(" Negative", " Positive", " yes"), test=(*test, al.Example("v0", 2)))
+
+
+def test_random_sampling_is_the_seeded_permutation() -> None:
+    task = _skewed_task()
+    order = np.random.default_rng(3).permutation(len(task.test))[:5]
+    expected = [task.test[int(i)] for i in order]
+    assert al.sample_test(task, 5, seed=3) == expected
+    assert al.sample_test(task, 5, seed=3, sampling="random") == expected
+
+
+def test_stratified_sampling_is_balanced_and_deterministic() -> None:
+    task = _skewed_task()
+    picked = al.sample_test(task, 6, seed=1, sampling="stratified")
+    counts = np.bincount([q.label for q in picked], minlength=3).tolist()
+    assert counts == [3, 2, 1]  # class 2 has one example, class 1 two: class 0 fills the rest
+    assert picked == al.sample_test(task, 6, seed=1, sampling="stratified")
+    assert picked != al.sample_test(task, 6, seed=2, sampling="stratified")
+    three = al.sample_test(task, 3, seed=0, sampling="stratified")
+    assert sorted(q.label for q in three) == [0, 1, 2]
+    # in the seeded permutation's order
+    perm = [task.test[int(i)] for i in np.random.default_rng(1).permutation(len(task.test))]
+    assert picked == [q for q in perm if q in picked]
+
+
+def test_stratified_refuses_fewer_queries_than_classes() -> None:
+    with pytest.raises(al.AnchorlensError, match="cannot cover the 3 classes"):
+        al.sample_test(_skewed_task(), 2, sampling="stratified")
+    with pytest.raises(al.AnchorlensError, match="sampling must be"):
+        al.sample_test(_skewed_task(), 2, sampling="balanced")
+
+
+def test_class_balance_warning() -> None:
+    from anchorlens.prompts import class_balance_warning
+
+    task = _skewed_task()
+    msg = class_balance_warning(task, list(task.test))
+    assert msg is not None and "yes (1)" in msg and "Positive (2)" in msg and "stratified" in msg
+    assert class_balance_warning(make_toy_task(), list(make_toy_task().test)) is None
+
+
+def test_build_prompts_passes_sampling(gpt2_like) -> None:  # type: ignore[no-untyped-def]
+    task = make_toy_task()
+    prompts = al.build_prompts(gpt2_like, task, n=4, seed=0, sampling="stratified")
+    assert sorted(prompts.labels) == [0, 0, 1, 1]

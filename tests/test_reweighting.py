@@ -305,7 +305,14 @@ def test_table1_on_the_toy_task(gpt2_like, toy_task) -> None:  # type: ignore[no
     res = table1(gpt2_like, toy_task, n=8, seed=1, many_shots=3, aux_shots=2, epochs=3, lr=0.05)
     assert isinstance(res, ReweightingResult)
     js = res.to_json()
-    for key in ("vanilla_1shot", "vanilla_many_shot", "reweighting", "train_seconds", "beta_shape", "loss_curve"):
+    for key in (
+        "vanilla_1shot",
+        "vanilla_many_shot",
+        "reweighting",
+        "train_seconds",
+        "beta_shape",
+        "loss_curve",
+    ):
         assert key in js
     assert js["beta_shape"] == [2, 4, 2] and len(js["loss_curve"]) == 3 * 4 and js["many_shots"] == 3
     assert res.n == 8 and res.n_train == 4 and res.module is not None

@@ -117,3 +117,61 @@ def test_bad_task_definitions(tmp_path: Path) -> None:
 def test_builtins_are_the_papers() -> None:
     assert BUILTIN_TASKS["trec"].label_words[0] == " Abbreviation"
     assert BUILTIN_TASKS["emoc"].template == "Dialogue: {text}\nEmotion:{label}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Label regimes
+
+
+def _tokenizer_with(*extra: str):  # type: ignore[no-untyped-def]
+    from anchorlens.models import TINY_WORDS
+
+    return al.tiny_tokenizer((*TINY_WORDS, *extra))
+
+
+def test_flipped_is_a_fixed_derangement() -> None:
+    from anchorlens.tasks import flipped_words
+
+    task = make_toy_task()
+    flipped = task.with_labels("flipped")
+    assert flipped.label_words == (" Positive", " Negative") and flipped.label_regime == "flipped"
+    assert flipped.label_names == task.label_names and flipped.test == task.test
+    words = ("a", "b", "c", "d")
+    assert flipped_words(words) == ("b", "c", "d", "a")
+    assert all(x != y for x, y in zip(words, flipped_words(words), strict=True))
+    assert flipped.with_labels("natural").label_words == task.label_words
+    assert flipped.with_labels("flipped").label_words == flipped.label_words  # from the natural words
+
+
+def test_unrelated_words_are_chosen_per_tokenizer() -> None:
+    from anchorlens.tasks import relabel
+
+    tok = _tokenizer_with(" garden", " pencil", " lemon")
+    task = relabel(make_toy_task(), "unrelated", tokenizer=tok)
+    assert task.label_words == (" pencil", " garden") and task.label_regime == "unrelated"
+    assert task.natural_label_words == (" Negative", " Positive")
+    prompt = al.build_prompt(tok, task, [al.Example("good", 1)], "x")
+    assert tok.convert_ids_to_tokens(list(prompt.label_token_ids)) == ["Ġpencil", "Ġgarden"]
+
+
+def test_unrelated_refusals() -> None:
+    task = make_toy_task()
+    tok = al.tiny_tokenizer()
+    with pytest.raises(al.AnchorlensError, match="Only 0 of the candidate"):
+        task.with_labels("unrelated", tok)  # none of the candidates is a token of the tiny vocabulary
+    with pytest.raises(al.AnchorlensError, match="pass tokenizer="):
+        task.with_labels("unrelated")
+    with pytest.raises(al.AnchorlensError, match=r"\[' pencilcase'\] are not a single token"):
+        task.with_labels("unrelated", _tokenizer_with(" pencil"), words=["movie", "pencilcase"])
+    with pytest.raises(al.AnchorlensError, match="2 classes but 3"):
+        task.with_labels("unrelated", tok, words=["a", "the", "is"])
+    with pytest.raises(al.AnchorlensError, match="distinct"):
+        task.with_labels("unrelated", tok, words=[" movie", "movie"])
+    with pytest.raises(al.AnchorlensError, match="differ from the task's own"):
+        task.with_labels("unrelated", tok, words=["movie", "Positive"])
+    with pytest.raises(al.AnchorlensError, match="one of"):
+        task.with_labels("shuffled")
+    with pytest.raises(al.AnchorlensError, match="'unrelated' regime"):
+        task.with_labels("flipped", words=["a", "b"])
+    own = task.with_labels("unrelated", tok, words=["movie", "film"])
+    assert own.label_words == (" movie", " film")
