@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from anchorlens._memory import keep_freed_memory
 from anchorlens.errors import AnchorlensError
 from anchorlens.registry import EXPERIMENTS, FLAGS, REGISTRY, CliRun, Experiment
+from anchorlens.tools import TOOLS, Tool
 
 
 def _parent(title: str, names: Sequence[str], **overrides: dict[str, Any]) -> argparse.ArgumentParser:
@@ -80,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         for option in exp.options:
             option.add_to(p)
         p.set_defaults(func=functools.partial(cmd_experiment, exp))
+    for tool in TOOLS:  # beyond the paper's figures
+        p = sub.add_parser(
+            tool.command, help=tool.help, description=tool.description, parents=_one_run_parents(4)
+        )
+        for option in tool.options:
+            option.add_to(p)
+        p.set_defaults(func=functools.partial(cmd_tool, tool))
     _add_reproduce(sub)
     return parser
 
@@ -150,15 +159,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model, task, warnings = _load(args)
     prompts = _prompts(args, model, task)
-    pred, seconds = _timed(
-        lambda: predict(
-            model,
-            prompts,
-            batch_size=args.batch_size,
-            padding_side=args.padding_side,
-            progress=not args.quiet,
-        )
-    )
+    kw = dict(batch_size=args.batch_size, padding_side=args.padding_side, progress=not args.quiet)
+    pred, seconds = _timed(lambda: predict(model, prompts, **kw))
     demos = prompts.demonstrations
     payload = {
         **_meta(args, task, prompts, seconds),
@@ -203,6 +205,14 @@ def cmd_experiment(exp: Experiment, args: argparse.Namespace) -> int:
     for line in exp.cli_lines(ctx, result):
         print(line)
     print(f"  ({seconds:.1f} s) -> {path}")
+    return 0
+
+
+def cmd_tool(tool: Tool, args: argparse.Namespace) -> int:
+    """A sub-command beyond the paper's figures (:mod:`anchorlens.tools`); it writes its own files."""
+    model, task, _ = _load(args)
+    _, seconds = _timed(lambda: tool.run(args, model, task))
+    print(f"{tool.command}: done in {seconds:.1f} s -> {args.out}")
     return 0
 
 
@@ -254,33 +264,6 @@ def check_out(out: str) -> None:
                 what = "is a file" if p == path else f"lies inside {p}, which is a file"
                 raise AnchorlensError(f"--out {out} {what}; give a folder (it is created if missing).")
             return
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory for reuse (this process only); False where there is no glibc.
-
-    By default glibc hands each freed block of over ~32 MB back to the system, and the next tensor of that
-    size page-faults it in again; a batch of 300-token prompts' attention tensors is that size. Measured on
-    SmolLM2 and 2 CPU cores: a batch of 8 AG News prompts, 4.7 s -> 3.8 s. The process's resident memory
-    then stays near its peak.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (e.g. musl)
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    return all(  # mallopt returns 1 when it accepts a setting
-        libc.mallopt(option, value) == 1
-        for option, value in (
-            (m_mmap_threshold, 32 << 20),  # blocks up to 32 MB (attention tensors) come from the heap
-            (m_trim_threshold, 1 << 30),
-            (m_top_pad, 256 << 20),
-        )
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -354,7 +354,7 @@ class CompressionResult:
         kept_tokens, demo_tokens, query_tokens: Hidden_anchor's cached positions, the demonstration length,
             the mean query length.
         cache_seconds: One-time cost of building the anchor cache (not in the speed-ups).
-        predictions: The full prompt's and Hidden_anchor's :class:`Predictions` (not in the JSON).
+        predictions: Every method's :class:`Predictions` (per query, for paired intervals).
     """
 
     methods: dict[str, dict[str, float]]
@@ -371,11 +371,13 @@ class CompressionResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CompressionResult:
-        """The result :meth:`to_json` wrote (without predictions)."""
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "predictions"})
+        """The result :meth:`to_json` wrote."""
+        preds = {k: Predictions.from_json(v) for k, v in d.get("predictions", {}).items()}
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "predictions"}, predictions=preds)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}
+        out["predictions"] = {k: p.to_json() for k, p in self.predictions.items()}
         out["achieved_over_ideal"] = None if self.speedup is None else self.speedup / self.ideal_speedup
         out["hidden_anchor_beats_baselines_on_label_loyalty"] = all(
             self.methods["hidden_anchor"]["label_loyalty"] > self.methods[m]["label_loyalty"]
@@ -445,19 +447,16 @@ def compression(
         steps.update()
         methods = {"full": _scores(ref, ref)}
         text = text_anchor_prompts(model, prompts, task, demos.demos)
-        methods["text_anchor"] = _scores(predict(model, text, **kw), ref)
+        preds = {"full": ref, "text_anchor": predict(model, text, **kw)}
+        methods["text_anchor"] = _scores(preds["text_anchor"], ref)
         steps.update()
-        methods["hidden_random"] = _scores(run(random_anchor_positions(first, seed))[1], ref)
-        steps.update()
-        tops = []
-        for i in range(n_random_top):
-            tops.append(_scores(run(random_anchor_positions(first, seed + i))[1], ref))
-            steps.update()
-        methods["hidden_random_top"] = (
-            max(tops, key=lambda m: m["label_loyalty"]) if tops else methods["hidden_random"]
-        )
-        anchor, hidden = run(None)
-        methods["hidden_anchor"] = _scores(hidden, ref)
+        draws = [run(random_anchor_positions(first, seed + i))[1] for i in range(max(1, n_random_top))]
+        preds["hidden_random"] = draws[0]  # draw 0 (seed) is Hidden_random; the best of all, -top
+        preds["hidden_random_top"] = max(draws[:n_random_top] or draws, key=lambda p: label_loyalty(p, ref))
+        methods.update({m: _scores(preds[m], ref) for m in ("hidden_random", "hidden_random_top")})
+        steps.update(1 + n_random_top)
+        anchor, preds["hidden_anchor"] = run(None)
+        methods["hidden_anchor"] = _scores(preds["hidden_anchor"], ref)
         steps.update()
     query = [len(p) - p.query_start for p in prompts]
     timings = _speed(model, prompts, anchor, batch_size, fwd_hooks) if timing else {}
@@ -472,7 +471,7 @@ def compression(
         speedup_batched=timings["full_batched"] / timings["anchor_batched"] if timing else None,
         cache_seconds=anchor.build_seconds,
         timings=timings,
-        predictions={"full": ref, "hidden_anchor": hidden},
+        predictions=preds,
     )
 
 

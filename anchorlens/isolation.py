@@ -149,9 +149,19 @@ class IsolationRun:
     label_loyalty: float
     word_loyalty: float
     accuracy: float
+    predictions: Predictions | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}
+        if self.predictions is not None:  # per query, for paired intervals
+            out["predictions"] = self.predictions.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> IsolationRun:
+        """The run :meth:`to_json` wrote."""
+        pred = Predictions.from_json(d["predictions"]) if d.get("predictions") else None
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "predictions"}, predictions=pred)
 
 
 @dataclass(frozen=True)
@@ -181,8 +191,7 @@ class IsolationResult:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> IsolationResult:
         """The result :meth:`to_json` wrote (from its ``results`` and ``reference``)."""
-        names = [f.name for f in fields(IsolationRun)]
-        runs = tuple(IsolationRun(**{k: r[k] for k in names}) for r in d["results"])
+        runs = tuple(IsolationRun.from_json(r) for r in d["results"])
         return cls(runs, Predictions.from_json(d["reference"]), d["mode"])
 
     def to_json(self) -> dict[str, Any]:
@@ -250,7 +259,6 @@ def isolation(
                 cut = isolate(prompts, resolve_layers(n_layers, s, k), anchors=a, mode=mode, seed=seed)
                 desc = f"{a} words, {s} {k} layers" if progress else False
                 pred = predict(model, prompts, fwd_hooks=then(fwd_hooks, cut), progress=desc, **kw)
-                runs.append(
-                    IsolationRun(a, s, k, label_loyalty(pred, ref), word_loyalty(pred, ref), pred.accuracy)
-                )
+                loyal = (label_loyalty(pred, ref), word_loyalty(pred, ref))
+                runs.append(IsolationRun(a, s, k, *loyal, pred.accuracy, predictions=pred))
     return IsolationResult(tuple(runs), ref, mode)

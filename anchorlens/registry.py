@@ -112,6 +112,8 @@ class Experiment:
         cli_run: ``CliRun -> result``: the sub-command's computation, with its own flags.
         cli_files: ``(CliRun, result) -> None``: the sub-command's pictures and files besides the JSON.
         cli_lines: ``(CliRun, result) -> lines``: what the sub-command prints.
+        claim: ``runs -> Claim``: the claim's statistic with a seeded bootstrap interval over queries (and
+            seeds) and its tri-state verdict (:mod:`anchorlens.stats`).
         options: Its own CLI flags (the shared ones come from the CLI's parent parsers).
         defaults: Other defaults of shared flags (saliency: ``batch_size=4``).
         prompts: ``"fixed"`` (one demonstration set per seed), ``"resample"`` (when ``--demos resample``)
@@ -135,6 +137,7 @@ class Experiment:
     cli_run: Callable[[CliRun], Any]
     cli_files: Callable[[CliRun, Any], None]
     cli_lines: Callable[[CliRun, Any], list[str]]
+    claim: Callable[[Runs], Any]
     options: tuple[Option, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     prompts: str = "fixed"
@@ -606,6 +609,7 @@ def _entry(name: str, **declared: Any) -> Experiment:
         cli_run=here[f"_{name}_cli"],
         cli_files=_sections(f"{name}_files"),
         cli_lines=here[f"_{name}_lines"],
+        claim=_lazy("anchorlens.stats", f"{name}_claim"),
         **declared,
     )
 

@@ -141,9 +141,12 @@ def run_all(cfg: ReproduceConfig, tasks: dict[str, Any], model: _Models, progres
 def aggregate(runs: dict[str, dict[tuple[str, int], Any]], cfg: ReproduceConfig) -> dict[str, Any]:
     """Every experiment's summary over tasks and seeds (with its verdict), under the run's settings."""
     res: dict[str, Any] = {"model": cfg.model, "tasks": list(cfg.tasks), "seeds": list(cfg.seeds), "n": cfg.n}
+    claims: dict[str, Any] = {}
     for name, exp_runs in runs.items():
         if exp_runs:
             res[name] = REGISTRY[name].summarize(exp_runs, cfg)
+            claims[name] = REGISTRY[name].claim(exp_runs).to_json()
+    res["claims"] = claims
     return res
 
 

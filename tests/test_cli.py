@@ -315,3 +315,15 @@ def test_keep_freed_memory_is_accepted_and_harmless_to_repeat() -> None:
     assert keep_freed_memory() is glibc
     big = torch.ones(9 << 20)  # 36 MB: over the threshold, still allocates and frees normally
     assert float(big.sum()) == 9 << 20
+
+
+@pytest.mark.parametrize("command", ["faithfulness", "flow", "discover"])
+def test_tool_commands_have_their_flags(command: str) -> None:
+    from anchorlens.cli import build_parser
+
+    extra = ["--prompt", "p.json"] if command == "flow" else []
+    args = build_parser().parse_args([command, "--out", "x", *extra])
+    assert args.command == command and args.out == "x" and callable(args.func)
+    if command == "faithfulness":
+        assert args.steps == 4 and args.layers is None
+        assert build_parser().parse_args([command, "--out", "x", "--layers", "0,8"]).layers == [0, 8]

@@ -57,7 +57,7 @@ class ReweightingResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ReweightingResult:
-        """The result :meth:`to_json` wrote (without predictions and module)."""
+        """The result :meth:`to_json` wrote (without the module)."""
         names = (
             "task",
             "model",
@@ -76,6 +76,7 @@ class ReweightingResult:
             beta_shape=tuple(d["beta_shape"]),
             losses=tuple(d["loss_curve"]),
             epoch_losses=tuple(d["epoch_losses"]),
+            predictions={k: Predictions.from_json(v) for k, v in d.get("predictions", {}).items()},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -95,6 +96,7 @@ class ReweightingResult:
             "loss_curve": list(self.losses),
             "epoch_losses": list(self.epoch_losses),
             "stopped": self.stopped,
+            "predictions": {k: p.to_json() for k, p in self.predictions.items()},
         }
 
 
