@@ -12,7 +12,6 @@ skips finished work (delete a file to redo it) and a run with other settings nev
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
 import io
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from anchorlens.errors import AnchorlensError
 from anchorlens.paper import CLAIMS, METHOD_NAMES, PAPER
 from anchorlens.registry import EXPERIMENTS, REGISTRY, Experiment
+from anchorlens.render.page import claim_line, png_tag, verdict_class
 
 __all__ = [
     "EXPERIMENTS",
@@ -220,11 +220,13 @@ def render_markdown(results: dict[str, Any], cfg: ReproduceConfig) -> str:
         lines += [f"**Warning:** {line}", ""]
     for exp, body in _sections(results, cfg, "md"):
         verdict = results[exp.name]["verdict"]
+        claim = claim_line(results.get("claims", {}).get(exp.name))
         lines += [
             f"## {exp.section}",
             "",
             f"**Verdict:** {verdict}.",
             "",
+            *([f"**Interval:** {claim}", ""] if claim else []),
             f"Paper: {CLAIMS[exp.name]}",
             "",
             body,
@@ -239,18 +241,6 @@ _STYLE = (
     ".holds{background:#e8f6e8}.nothold{background:#fdecea}.paper{color:#555;font-style:italic}"
     ".figs img{width:48%;margin:1%}"
 )
-
-
-def _png_tag(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
-
-
-def _verdict_class(verdict: str) -> str:
-    """The verdict's colour: green when it holds, red when it does not, plain when partly or undefined."""
-    if verdict.startswith("holds") and not verdict.startswith("holds partly"):
-        return "holds"
-    return "nothold" if verdict.startswith("does not") else ""
 
 
 def render_html(
@@ -273,13 +263,14 @@ def render_html(
         verdict = results[exp.name]["verdict"]
         parts += [
             f"<h2>{html.escape(exp.section)}</h2>",
-            f"<p class='verdict {_verdict_class(verdict)}'><b>Verdict:</b> {html.escape(verdict)}.</p>",
+            f"<p class='verdict {verdict_class(verdict)}'><b>Verdict:</b> {html.escape(verdict)}.</p>",
+            f"<p><b>Interval:</b> {html.escape(claim_line(results.get('claims', {}).get(exp.name)))}</p>",
             f"<p class='paper'>Paper: {html.escape(CLAIMS[exp.name])}</p>",
             body,
         ]
         if figs := figures.get(exp.name):
             parts.append(
-                "<div class='figs'>" + "".join(_png_tag(folder / f, k) for k, f in figs.items()) + "</div>"
+                "<div class='figs'>" + "".join(png_tag(folder / f, k) for k, f in figs.items()) + "</div>"
             )
     if flow:
         parts += ["<h2>One prompt's token-to-token information flow</h2>", flow]

@@ -323,7 +323,8 @@ def n_to_decide(interval: Interval, threshold: float) -> int | None:
     if half <= 0:
         return None
     per_run = interval.n / interval.runs
-    return math.ceil(per_run * (half / abs(e - threshold)) ** 2)
+    # Strictly more than now: an interval that touches the threshold is not decided yet.
+    return max(math.ceil(per_run * (half / abs(e - threshold)) ** 2), math.floor(per_run) + 1)
 
 
 def decide(
@@ -394,6 +395,14 @@ def _rows(
     seed = np.concatenate([np.full(len(b), s) for _, s, b in blocks])
     run = np.concatenate([np.full(len(b), i) for i, (_, _, b) in enumerate(blocks)])
     return vals, task, seed, run
+
+
+def _pad_classes(blocks: Sequence[tuple[str, int, np.ndarray]]) -> list[tuple[str, int, np.ndarray]]:
+    """Blocks whose last (class) axis is zero-padded to the widest task's, so tasks with different numbers
+    of classes stack; the padded columns belong to no class and are never read."""
+    width = max(b.shape[-1] for _, _, b in blocks)
+    pad = [(0, 0)] * (blocks[0][2].ndim - 1)
+    return [(t, s, np.pad(b, [*pad, (0, width - b.shape[-1])])) for t, s, b in blocks]
 
 
 def _task_means(values: np.ndarray, task: np.ndarray) -> np.ndarray:
@@ -590,7 +599,7 @@ def deep_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) ->
     """
     triples = _runs(runs)
     blocks = [(t, s, r.attention.double().numpy()) for t, s, r in triples]
-    att, task, seed_of, _ = _rows(blocks)
+    att, task, seed_of, _ = _rows(_pad_classes(blocks))
     pred = np.concatenate([r.predictions.predictions.numpy() for _, _, r in triples])
 
     def stat(a: np.ndarray, p: np.ndarray, t: np.ndarray, draw: np.ndarray) -> float:
@@ -721,7 +730,8 @@ def diagnosis_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLE
     iu = [np.triu_indices(len(r.labels), 1) for _, _, r in triples]
     predicted = [r.predicted_confusion.double().numpy()[u] for (_, _, r), u in zip(triples, iu, strict=True)]
     blocks = [(t, s, r.predictions.probs.double().numpy()) for t, s, r in triples]
-    probs, task, seed_of, run = _rows(blocks)
+    probs, task, seed_of, run = _rows(_pad_classes(blocks))
+    n_classes = [len(r.labels) for _, _, r in triples]
     labels = np.concatenate([r.predictions.labels.numpy() for _, _, r in triples])
 
     def stat(p: np.ndarray, y: np.ndarray, which: np.ndarray, draw: np.ndarray) -> float:
@@ -729,7 +739,8 @@ def diagnosis_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLE
         for d in np.unique(draw):
             rows = draw == d
             r = int(which[rows][0])
-            actual = _pairwise_auc(p[rows], y[rows], p.shape[1])
+            c = n_classes[r]
+            actual = _pairwise_auc(p[rows][:, :c], y[rows], c)
             ok = np.isfinite(actual) & np.isfinite(predicted[r])
             rhos.append(_ranks_corr(predicted[r][ok], actual[ok]))
         return float(np.nanmean(rhos)) if not np.isnan(rhos).all() else math.nan

@@ -239,3 +239,29 @@ def test_diagnosis_claim_estimate_is_the_mean_spearman() -> None:
         {("t", 42): DiagnosisResult(("a", "b"), 1, predicted, actual, rho, (rho,), predicted[None])}
     )
     assert empty.verdict == "inconclusive" and "no predictions" in empty.note
+
+
+def test_claims_over_tasks_with_different_numbers_of_classes() -> None:
+    """Tasks of 2 and 4 classes in one claim (SST-2 beside AG News): class axes are padded, not mixed."""
+    g = torch.Generator().manual_seed(1)
+    deep_runs, diag_runs = {}, {}
+    for name, c in (("two", 2), ("four", 4)):
+        n = 24
+        labels = torch.arange(n) % c
+        onehot = torch.nn.functional.one_hot(labels, c)
+        att = torch.rand(n, 6, c, generator=g) + 2 * onehot[:, None] * (torch.arange(6) >= 3)[None, :, None]
+        preds = _preds(torch.randn(n, c, generator=g) + 2 * onehot, labels)
+        deep_runs[(name, 42)] = DeepResult(att, preds)
+        actual = pairwise_auc(preds.probs, labels)
+        predicted = torch.rand(c, c, generator=g, dtype=torch.float64)
+        predicted = (predicted + predicted.T) / 2
+        rho = confusion_spearman(predicted, actual)
+        names = tuple("abcd"[:c])
+        diag_runs[(name, 42)] = DiagnosisResult(
+            names, 1, predicted, actual, rho, (rho,), predicted[None], predictions=preds
+        )
+    single = [stats.deep_claim({k: v}, resamples=100).estimate for k, v in deep_runs.items()]
+    assert stats.deep_claim(deep_runs, resamples=100).estimate == pytest.approx(np.mean(single), abs=1e-9)
+    rhos = [r.spearman for r in diag_runs.values() if r.spearman is not None]
+    claim = stats.diagnosis_claim(diag_runs, resamples=100)
+    assert claim.estimate == pytest.approx(np.mean(rhos), abs=1e-9)

@@ -1,0 +1,41 @@
+"""Pieces of the report's pages: a claim's line (statistic, interval, verdict), a verdict's colour and an
+embedded PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+
+def claim_line(claim: dict[str, Any] | None) -> str:
+    """``"<statistic> = 0.249, 95% CI [0.201, 0.292] over 80 queries: holds"``, plus, for an inconclusive
+    claim, about how many queries per task and seed would decide it (empty without a claim)."""
+    if not claim:
+        return ""
+    lo, hi = claim["ci"]
+    level = round(100 * claim.get("level", 0.95))
+    interval = "no interval" if lo is None or hi is None else f"{level}% CI [{lo:.3f}, {hi:.3f}]"
+    estimate = "undefined" if claim["estimate"] is None else f"{claim['estimate']:.3f}"
+    line = f"{claim['statistic']} = {estimate}, {interval} over {claim['n']} queries: {claim['verdict']}"
+    if claim["verdict"] == "inconclusive" and claim.get("n_to_decide"):
+        line += (
+            f" (the observed effect would decide it at about n = {claim['n_to_decide']} per task and seed)"
+        )
+    if claim.get("note"):
+        line += f"; {claim['note']}"
+    return line
+
+
+def png_tag(path: Path, alt: str) -> str:
+    """An ``<img>`` tag with the PNG at ``path`` embedded (the page needs no other file)."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def verdict_class(verdict: str) -> str:
+    """The verdict's colour: green when it holds, red when it does not, plain when partly or undefined."""
+    if verdict.startswith("holds") and not verdict.startswith("holds partly"):
+        return "holds"
+    return "nothold" if verdict.startswith("does not") else ""
