@@ -36,7 +36,10 @@ def _one_run_parents(batch_size: int = 8) -> list[argparse.ArgumentParser]:
     """The flags of ``predict`` and every experiment's sub-command."""
     return [
         _parent("model and data", ("model", "task", "data_dir", "device", "dtype", "cache_dir")),
-        _parent("prompts", ("shots", "n", "seed", "test_order", "on_overflow")),
+        _parent(
+            "prompts",
+            ("shots", "n", "seed", "test_order", "sampling", "labels", "label_words", "on_overflow"),
+        ),
         _parent("run", ("batch_size", "padding_side", "out", "quiet"), batch_size={"default": batch_size}),
     ]
 
@@ -53,10 +56,21 @@ def _add_reproduce(sub: Any) -> None:
             _parent("run", ("batch_size", "out", "quiet")),
             _parent(
                 "what to run",
-                ("tasks", "n", "seeds", "experiments", "shots", "k", "reweight_epochs", "random_top"),
+                (
+                    "tasks",
+                    "n",
+                    "seeds",
+                    "experiments",
+                    "shots",
+                    "k",
+                    "reweight_epochs",
+                    "random_top",
+                    "sampling",
+                ),
                 n={"default": 20, "help": "test queries per task and seed (default: %(default)s)"},
                 k={"help": "isolated layers, one number (default: 5)"},
             ),
+            _parent("label words", ("labels", "label_words")),
         ],
     )
     p.set_defaults(func=cmd_reproduce)
@@ -101,14 +115,22 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     """The task (first: a data problem should not wait for a model load), the model and the warnings
     about the flags (``--n`` larger than the test split), already printed on stderr."""
     from anchorlens.models import load_model
-    from anchorlens.report import size_warnings
-    from anchorlens.tasks import load_task
+    from anchorlens.prompts import class_balance_warning, sample_test
+    from anchorlens.registry import size_warnings
+    from anchorlens.tasks import load_task, relabel
 
     task = load_task(args.task, args.data_dir)
-    warnings = size_warnings({task.name: task}, args.n)
+    queries = sample_test(task, args.n, args.seed, shuffle=args.test_order == "paper", sampling=args.sampling)
+    warnings = [
+        *size_warnings({task.name: task}, args.n),
+        *filter(None, [class_balance_warning(task, queries)]),
+    ]
     for line in warnings:
         print(f"anchorlens: warning: {line}", file=sys.stderr)
     model = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
+    if args.labels != "natural" or args.label_words:
+        words = _csv(args.label_words) if args.label_words else None
+        task = relabel(task, args.labels, tokenizer=model.tokenizer, words=words)
     return model, task, warnings
 
 
@@ -125,6 +147,7 @@ def _prompts(args: argparse.Namespace, model: Any, task: Any, resample: bool = F
         resample=resample,
         on_overflow=args.on_overflow,
         shuffle_test=args.test_order == "paper",
+        sampling=args.sampling,
     )
 
 
@@ -138,6 +161,9 @@ def _meta(args: argparse.Namespace, task: Any, prompts: Any, seconds: float) -> 
         "seed": args.seed,
         "shots": args.shots,
         "test_order": args.test_order,
+        "sampling": args.sampling,
+        "labels": task.label_regime,
+        "label_words": list(task.label_words),
         "seconds": round(seconds, 3),
     }
 
@@ -228,21 +254,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if len(args.k) != 1:
         raise AnchorlensError(f"reproduce isolates one number of layers; --k got {args.k}.")
-    same = [
-        "model",
-        "n",
-        "out",
-        "shots",
-        "batch_size",
-        "reweight_epochs",
-        "random_top",
-        "data_dir",
-        "device",
-        "cache_dir",
-    ]
+    same = ["model", "n", "out", "shots", "batch_size", "reweight_epochs", "random_top", "data_dir", "device"]
+    same += ["cache_dir", "sampling", "labels"]
     cfg = ReproduceConfig(
         **{name: getattr(args, name) for name in same},  # flags of the same name
         tasks=_csv(args.tasks),
+        label_words=_csv(args.label_words) if args.label_words else (),
         seeds=_csv(args.seeds, int),
         experiments=_csv(args.experiments),
         k=args.k[0],

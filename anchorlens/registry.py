@@ -209,12 +209,48 @@ def verdict_over_tasks(holds: Mapping[str, bool], claim: str) -> str:
     )
 
 
+def size_warnings(tasks: Mapping[str, Any], n: int) -> list[str]:
+    """One line per task whose test split has fewer than the ``n`` queries asked for."""
+    return [
+        f"--n {n} is more than the {len(t.test)} test examples of {t.name}: it uses {len(t.test)}."
+        for t in tasks.values()
+        if len(t.test) < n
+    ]
+
+
+def reproduce_tasks(cfg: Any, tokenizer: Callable[[], Any]) -> tuple[dict[str, Any], list[str]]:
+    """``reproduce``'s tasks, in the label regime asked for (``tokenizer()`` is called only for unrelated
+    words), and the warnings about them: too few test examples, a class with fewer than 3 queries."""
+    from anchorlens.prompts import class_balance_warning, sample_test
+    from anchorlens.tasks import load_task, relabel
+
+    tasks = {name: load_task(name, cfg.data_dir) for name in cfg.tasks}
+    if cfg.labels != "natural" or cfg.label_words:
+        tok = tokenizer() if cfg.labels == "unrelated" else None
+        words = list(cfg.label_words) or None
+        tasks = {k: relabel(t, cfg.labels, tokenizer=tok, words=words) for k, t in tasks.items()}
+    warnings = size_warnings(tasks, cfg.n)
+    for t in tasks.values():
+        for seed in cfg.seeds:
+            line = class_balance_warning(t, sample_test(t, cfg.n, seed, sampling=cfg.sampling))
+            warnings += [f"{line} (seed {seed})"] if line else []
+    return tasks, warnings
+
+
 def _prompts(model: Any, task: Any, seed: int, s: Settings, resample: bool = False, n: int = 0) -> Any:
     """``reproduce``'s prompts: ``n`` (default ``s.n``) queries, overlong prompts dropped."""
     from anchorlens.prompts import build_prompts
 
+    sampling = getattr(s, "sampling", "random")
     return build_prompts(
-        model, task, n=n or s.n, shots=s.shots, seed=seed, resample=resample, on_overflow="drop"
+        model,
+        task,
+        n=n or s.n,
+        shots=s.shots,
+        seed=seed,
+        resample=resample,
+        on_overflow="drop",
+        sampling=sampling,
     )
 
 
@@ -792,6 +828,24 @@ FLAGS: dict[str, Option] = {
         choices=("paper", "file"),
         default="paper",
         help="'paper': a seeded shuffle of the test split, as the paper; 'file': the first N in file order",
+    ),
+    "sampling": _opt(
+        "--sampling",
+        choices=("random", "stratified"),
+        default="random",
+        help="test queries: 'random' (the paper) or 'stratified' (as equal per class as the split allows)",
+    ),
+    "labels": _opt(
+        "--labels",
+        choices=("natural", "flipped", "unrelated"),
+        default="natural",
+        help="label words: the task's ('natural'), a fixed derangement of them ('flipped'), or single-token "
+        "words with no task meaning ('unrelated', chosen per tokenizer or given with --label-words)",
+    ),
+    "label_words": _opt(
+        "--label-words",
+        default=None,
+        help="your own unrelated label words, comma-separated in class order (with --labels unrelated)",
     ),
     "on_overflow": _opt(
         "--on-overflow",

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.paper import CLAIMS, METHOD_NAMES, PAPER
-from anchorlens.registry import EXPERIMENTS, REGISTRY, Experiment
+from anchorlens.registry import EXPERIMENTS, REGISTRY, Experiment, reproduce_tasks
 from anchorlens.render.page import claim_line, png_tag, verdict_class
 
 __all__ = [
@@ -60,13 +60,18 @@ class ReproduceConfig:
     data_dir: str | None = None
     device: str | None = None
     cache_dir: str | None = None
+    sampling: str = "random"
+    labels: str = "natural"
+    label_words: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def settings_key(cfg: ReproduceConfig) -> str:
     """A short name for what changes a result (not tasks, seeds, paths) and the cache format (2: from_json)."""
     keys = ("model", "n", "shots", "k", "batch_size", "reweight_epochs", "random_top")
-    text = json.dumps({"format": 2, **{k: getattr(cfg, k) for k in keys}}, sort_keys=True)
+    options = {"sampling": "random", "labels": "natural", "label_words": ()}  # in the key when not these
+    chosen = {k: getattr(cfg, k) for k, default in options.items() if getattr(cfg, k) != default}
+    text = json.dumps({"format": 2, **{k: getattr(cfg, k) for k in keys}, **chosen}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -89,15 +94,6 @@ def _cached(path: Path, exp: Experiment, run: Callable[[], Any]) -> Any:
     data = _cached_json(path, lambda: dict(run().to_json()))
     data.pop("seconds", None)
     return exp.from_json(data)
-
-
-def size_warnings(tasks: dict[str, Any], n: int) -> list[str]:
-    """One line per task whose test split has fewer than the ``n`` queries asked for."""
-    return [
-        f"--n {n} is more than the {len(t.test)} test examples of {t.name}: it uses {len(t.test)}."
-        for t in tasks.values()
-        if len(t.test) < n
-    ]
 
 
 class _Models:
@@ -153,17 +149,14 @@ def aggregate(runs: dict[str, dict[tuple[str, int], Any]], cfg: ReproduceConfig)
 def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or load from the cache) every experiment and write ``report.html``, ``report.md`` and
     ``results.json`` under ``cfg.out``. Returns the aggregated results."""
-    from anchorlens.tasks import load_task
-
     bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
     if bad:
         raise AnchorlensError(f"Unknown experiment(s) {bad}; choose from {EXPERIMENTS}.")
     out = Path(cfg.out)
-    tasks = {name: load_task(name, cfg.data_dir) for name in cfg.tasks}
-    warnings = size_warnings(tasks, cfg.n)
+    model = _Models(cfg)
+    tasks, warnings = reproduce_tasks(cfg, lambda: model().tokenizer)
     for line in warnings:
         print(f"anchorlens: warning: {line}", file=sys.stderr)
-    model = _Models(cfg)
     t_start = time.perf_counter()
     runs = run_all(cfg, tasks, model, progress)
     named = replace(cfg, tasks=tuple(tasks[t].name for t in cfg.tasks))  # folders -> their task names
@@ -205,6 +198,8 @@ def _settings_line(cfg: ReproduceConfig, trained: str) -> str:
         f"Tasks {', '.join(cfg.tasks)}; n = {cfg.n} per task and seed; seeds {', '.join(map(str, cfg.seeds))}; "
         f"{cfg.shots} demonstration(s) per class; re-weighting {trained}{cfg.reweight_epochs} epochs (the paper: "
         f"10)"
+        + ("" if cfg.labels == "natural" else f"; {cfg.labels} label words")
+        + ("" if cfg.sampling == "random" else f"; {cfg.sampling} test sampling")
     )
 
 

@@ -44,7 +44,12 @@ def test_reproduce_writes_an_offline_report_and_resumes(
     for title in ["Figure 3", "Figure 4", "Figure 5", "Table 1", "Tables 2 and 3", "Figure 6"]:
         assert title in page
     assert page.count("data:image/png;base64,") >= 4 and "unpkg.com" not in page and "<svg" in page
-    assert "Verdict" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "Verdict" in md and "Interval:" in md and "95% CI" in md
+    for name in EXPERIMENTS:  # every claim: statistic, estimate, interval, n and a tri-state verdict
+        claim = results["claims"][name]
+        assert claim["verdict"] in ("holds", "does_not_hold", "inconclusive") and claim["n"] > 0, name
+        assert {"statistic", "estimate", "ci"} <= set(claim), name
 
     def no_model(*a, **k):  # type: ignore[no-untyped-def]
         raise AssertionError("a second run must come from the cache")
@@ -58,3 +63,20 @@ def test_reproduce_writes_an_offline_report_and_resumes(
 def test_reproduce_bad_input(tmp_path: Path) -> None:
     assert cli.main(["reproduce", "--experiments", "saliency,nope", "--out", str(tmp_path)]) == 2
     assert cli.main(["reproduce", "--seeds", "x", "--out", str(tmp_path)]) == 2
+
+
+def test_reproduce_label_regimes_and_stratified_sampling(tmp_path: Path) -> None:
+    from anchorlens.registry import reproduce_tasks
+    from anchorlens.report import ReproduceConfig, settings_key
+
+    task = str(_three_class_task(tmp_path / "news"))
+    cfg = ReproduceConfig(tasks=(task,), n=4, seeds=(1,), labels="flipped", sampling="stratified")
+    tasks, warnings = reproduce_tasks(cfg, lambda: al.tiny_tokenizer())
+    (flipped,) = tasks.values()
+    assert flipped.label_words == (" Sports", " Business", " World") and flipped.label_regime == "flipped"
+    assert any("fewer than 3" in w for w in warnings)  # 4 queries over 3 classes
+    assert settings_key(cfg) != settings_key(ReproduceConfig(tasks=(task,), n=4, seeds=(1,)))
+    args = cli.build_parser().parse_args(
+        ["saliency", "--labels", "unrelated", "--sampling", "stratified", "--out", "x"]
+    )
+    assert (args.labels, args.sampling) == ("unrelated", "stratified")

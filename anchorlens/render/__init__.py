@@ -1,24 +1,51 @@
-"""Pictures of results: matplotlib replicas of the paper's figures and offline HTML flow views."""
+"""Pictures of results: matplotlib replicas of the paper's figures and offline HTML flow views.
 
-from anchorlens.render.diagnosis import plot_confusion
-from anchorlens.render.figures import plot_deep, plot_isolation, plot_isolation_sweep, plot_saliency
-from anchorlens.render.flows import (
-    flow_diagram,
-    saliency_heads_view,
-    saliency_tokens_view,
-    save_html,
-    token_strings,
-)
+Names are imported on first use (PEP 562), so the report's page helpers (``anchorlens.render.page``) load
+neither matplotlib nor torch.
+"""
 
-__all__ = [
-    "flow_diagram",
-    "plot_confusion",
-    "plot_deep",
-    "plot_isolation",
-    "plot_isolation_sweep",
-    "plot_saliency",
-    "saliency_heads_view",
-    "saliency_tokens_view",
-    "save_html",
-    "token_strings",
-]
+# ruff: noqa: F401  (TYPE_CHECKING re-exports; __all__ comes from the lazy table)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "plot_confusion": "anchorlens.render.diagnosis",
+    "plot_deep": "anchorlens.render.figures",
+    "plot_isolation": "anchorlens.render.figures",
+    "plot_isolation_sweep": "anchorlens.render.figures",
+    "plot_saliency": "anchorlens.render.figures",
+    "flow_diagram": "anchorlens.render.flows",
+    "saliency_heads_view": "anchorlens.render.flows",
+    "saliency_tokens_view": "anchorlens.render.flows",
+    "save_html": "anchorlens.render.flows",
+    "token_strings": "anchorlens.render.flows",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'anchorlens.render' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from anchorlens.render.diagnosis import plot_confusion
+    from anchorlens.render.figures import plot_deep, plot_isolation, plot_isolation_sweep, plot_saliency
+    from anchorlens.render.flows import (
+        flow_diagram,
+        saliency_heads_view,
+        saliency_tokens_view,
+        save_html,
+        token_strings,
+    )
