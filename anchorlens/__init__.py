@@ -16,11 +16,11 @@ neither torch nor TransformerLens.
 # ruff: noqa: F401  (the imports below are re-exports: __all__ is built from the lazy table)
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from anchorlens._lazy import lazy_exports
 from anchorlens.errors import AnchorlensError
 
 __version__ = "0.1.0"
@@ -80,18 +80,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(["AnchorlensError", "__version__", *_LAZY])
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use and keep the name here."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'anchorlens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 class _Package(types.ModuleType):

@@ -29,7 +29,7 @@ from anchorlens.hooks import capture_hooks, pattern_name
 from anchorlens.layers import layer_thirds
 from anchorlens.metrics import Predictions
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
-from anchorlens.runner import HookSpec, PredictionBuffer, forward_batches
+from anchorlens.runner import HookSpec, PredictionBuffer, observe_batches
 
 # The verdict "AUCROC rises in deep layers" needs the deep third's mean AUC to exceed the shallow third's
 # by at least this much (AUC differences below it are within the noise of ~100 prompts).
@@ -198,17 +198,11 @@ def deep(
         names = {pattern_name(layer): layer for layer in range(n_layers)}
         return capture_hooks(names, lambda pattern, _: target_to_labels(pattern, batch), store)
 
-    loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="deep"
-    )
-    with torch.no_grad():
-        for index, batch, logits in forward_batches(
-            model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop
-        ):
-            preds.add(index, logits)
-            got = store.get("hook_pattern", {})
-            demo = torch.stack([got[layer] for layer in range(n_layers)], 1).float().cpu()  # [b, L, demo]
-            by_class = torch.zeros(len(batch), n_layers, n_classes)
-            by_class.scatter_add_(2, batch.demo_labels.cpu()[:, None, :].expand(-1, n_layers, -1), demo)
-            attention[index] = by_class
+    loop = dict(batch_size=batch_size, padding_side=padding_side, progress=progress, desc="deep")
+    for index, batch in observe_batches(model, prompts, preds, fwd_hooks=fwd_hooks, own_hooks=own, **loop):
+        got = store.get("hook_pattern", {})
+        demo = torch.stack([got[layer] for layer in range(n_layers)], 1).float().cpu()  # [b, L, demo]
+        by_class = torch.zeros(len(batch), n_layers, n_classes)
+        by_class.scatter_add_(2, batch.demo_labels.cpu()[:, None, :].expand(-1, n_layers, -1), demo)
+        attention[index] = by_class
     return DeepResult(attention, preds.result())

@@ -33,7 +33,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import FwdHook, capture_hooks
 from anchorlens.metrics import Predictions
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, get_tokenizer
-from anchorlens.runner import HookSpec, PredictionBuffer, forward_batches
+from anchorlens.runner import HookSpec, PredictionBuffer, observe_batches
 
 Confusion = Float[Tensor, "class class"]
 
@@ -386,30 +386,24 @@ def collect_keys_queries(
         store.clear()
         return _capture_hooks(batch, n_layers, n_heads, (k_name, q_name), store)
 
-    loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="diagnose"
-    )
-    with torch.no_grad():
-        for index, batch, logits in forward_batches(
-            model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop
-        ):
-            preds.add(index, logits)
-            key_row = index.index(0) if 0 in index else None
-            q_store, k_store = store.get(q_name, {}), store.get(k_name, {})
-            missing = [layer for layer in range(n_layers) if layer not in q_store or layer not in k_store]
-            if missing:
-                raise AnchorlensError(
-                    f"blocks.{missing[0]}.attn.{q_name}/{k_name} never ran, so keys and queries cannot be "
-                    "read; anchor distances need a TransformerLens HookedTransformer (or a model with the "
-                    "same attention hook names)."
-                )
-            q = torch.stack([q_store[layer] for layer in range(n_layers)])  # [layer, batch, d]
-            for r, i in enumerate(index):
-                queries[i] = q[:, r]
-            if key_row is not None:
-                demo = torch.stack([k_store[layer][key_row] for layer in range(n_layers)])  # [layer, demo, d]
-                labs = batch.demo_labels[key_row].cpu()
-                keys = torch.stack([demo[:, labs == c].mean(1) for c in range(n_classes)], dim=1)
+    loop = dict(batch_size=batch_size, padding_side=padding_side, progress=progress, desc="diagnose")
+    for index, batch in observe_batches(model, prompts, preds, fwd_hooks=fwd_hooks, own_hooks=own, **loop):
+        key_row = index.index(0) if 0 in index else None
+        q_store, k_store = store.get(q_name, {}), store.get(k_name, {})
+        missing = [layer for layer in range(n_layers) if layer not in q_store or layer not in k_store]
+        if missing:
+            raise AnchorlensError(
+                f"blocks.{missing[0]}.attn.{q_name}/{k_name} never ran, so keys and queries cannot be "
+                "read; anchor distances need a TransformerLens HookedTransformer (or a model with the "
+                "same attention hook names)."
+            )
+        q = torch.stack([q_store[layer] for layer in range(n_layers)])  # [layer, batch, d]
+        for r, i in enumerate(index):
+            queries[i] = q[:, r]
+        if key_row is not None:
+            demo = torch.stack([k_store[layer][key_row] for layer in range(n_layers)])  # [layer, demo, d]
+            labs = batch.demo_labels[key_row].cpu()
+            keys = torch.stack([demo[:, labs == c].mean(1) for c in range(n_classes)], dim=1)
     assert keys is not None
     stacked = torch.stack([q for q in queries if q is not None], dim=1)  # [layer, n, d]
     return KeysQueries(keys=keys, queries=stacked, predictions=preds.result(), hooks=(k_name, q_name))

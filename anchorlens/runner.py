@@ -195,6 +195,22 @@ class PredictionBuffer:
         return Predictions(label_logits=self.label_logits, topk=self.topk, labels=self.labels)
 
 
+def observe_batches(
+    model: Any, prompts: Sequence[IclPrompt], preds: PredictionBuffer, **loop: Any
+) -> Iterator[tuple[list[int], PromptBatch]]:
+    """:func:`forward_batches` (same keywords) without grad, each batch's predictions added to ``preds``;
+    yields ``(indices, batch)`` after each pass, so the caller reads what its ``own_hooks`` captured."""
+    runs = forward_batches(model, prompts, **loop)
+    while True:
+        with torch.no_grad():  # for each pass only, never across the yield
+            item = next(runs, None)
+        if item is None:
+            return
+        index, batch, logits = item
+        preds.add(index, logits)
+        yield index, batch
+
+
 def predict(
     model: Any,
     prompts: Sequence[IclPrompt],
@@ -218,10 +234,7 @@ def predict(
         progress: Show a progress bar (a string is used as its description).
     """
     out = PredictionBuffer(prompts, top_k)
-    loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="predict"
-    )
-    with torch.no_grad():
-        for index, _, logits in forward_batches(model, prompts, fwd_hooks=fwd_hooks, **loop):
-            out.add(index, logits)
+    loop = dict(batch_size=batch_size, padding_side=padding_side, progress=progress, desc="predict")
+    for _ in observe_batches(model, prompts, out, fwd_hooks=fwd_hooks, **loop):
+        pass
     return out.result()

@@ -7,8 +7,9 @@ neither matplotlib nor torch.
 # ruff: noqa: F401  (TYPE_CHECKING re-exports; __all__ comes from the lazy table)
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from anchorlens._lazy import lazy_exports
 
 _LAZY = {
     "plot_confusion": "anchorlens.render.diagnosis",
@@ -26,17 +27,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'anchorlens.render' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:
