@@ -68,6 +68,11 @@ _LAZY: dict[str, str] = {
     "forward_batches": "anchorlens.runner",
     "current_batch": "anchorlens.runner",
     "target_logits": "anchorlens.runner",
+    "SpanFlowResult": "anchorlens.spans",
+    "discover": "anchorlens.spans",
+    "isolate_span": "anchorlens.spans",
+    "span_flow": "anchorlens.spans",
+    "span_prompt": "anchorlens.spans",
     "SaliencyResult": "anchorlens.saliency",
     "batch_saliency": "anchorlens.saliency",
     "saliency": "anchorlens.saliency",
@@ -128,4 +133,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     )
     from anchorlens.runner import current_batch, forward_batches, predict, target_logits
     from anchorlens.saliency import SaliencyResult, batch_saliency, saliency
+    from anchorlens.spans import SpanFlowResult, discover, isolate_span, span_flow, span_prompt
     from anchorlens.tasks import BUILTIN_TASKS, Example, Task, load_task

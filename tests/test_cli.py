@@ -329,3 +329,27 @@ def test_tool_commands_have_their_flags(command: str) -> None:
     if command == "faithfulness":
         assert args.steps == 4 and args.layers is None
         assert build_parser().parse_args([command, "--out", "x", "--layers", "0,8"]).layers == [0, 8]
+
+
+def test_flow_and_discover_commands_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    prompt = {"text": "it was a good movie and a great film", "spans": {"good": "good", "film": "great film"}}
+    (tmp_path / "p.json").write_text(json.dumps({**prompt, "target": " yes", "generate": 2}))
+    assert (
+        cli.main(["flow", "--prompt", str(tmp_path / "p.json"), "--k", "1", "--out", str(tmp_path / "f")])
+        == 0
+    )
+    flow = json.loads((tmp_path / "f" / "flow.json").read_text())
+    assert {"good", "film"} <= set(flow["spans"]) and flow["n_layers"] == 2 and flow["isolation"]
+    assert (tmp_path / "f" / "flow.png").is_file() and (tmp_path / "f" / "flow.html").is_file()
+    task = str(_user_task(tmp_path / "mytask"))
+    args = ["discover", "--task", task, "--n", "4", "--k", "1", "--out", str(tmp_path / "d"), "--quiet"]
+    assert cli.main(args) == 0
+    anchors = json.loads((tmp_path / "d" / "anchors.json").read_text())
+    assert anchors["ranking"] and "label_and_format" in anchors["precision_at_k"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"text": "a b c", "spans": {"x": "zzz"}, "target": " d"}))
+    assert cli.main(["flow", "--prompt", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "zzz" in capsys.readouterr().err
