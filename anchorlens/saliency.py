@@ -149,7 +149,20 @@ def _gradients(
     """``A * dL/dA`` of every layer: the gradient of the summed label cross-entropy w.r.t. the multipliers."""
     labels = torch.tensor([p.label for p in batch.prompts], device=logits.device)
     ids = torch.tensor(batch.prompts[0].label_token_ids, device=logits.device)
-    loss = F.cross_entropy(logits[:, ids].float(), labels, reduction="sum")
+    return multiplier_gradients(
+        F.cross_entropy(logits[:, ids].float(), labels, reduction="sum"), store, n_layers
+    )
+
+
+def multiplier_gradients(
+    loss: Tensor, store: dict[int, Tensor], n_layers: int
+) -> Float[Tensor, "layer batch head query key"]:
+    """The gradient of ``loss`` w.r.t. every layer's multipliers in ``store`` (from
+    :func:`anchorlens.hooks.gradient_multiplier_hooks`): ``A * dL/dA``, stacked over layers.
+
+    Raises:
+        AnchorlensError: a layer's ``hook_pattern`` never ran or is not in the forward path.
+    """
     missing = [layer for layer in range(n_layers) if layer not in store]
     if missing:
         raise AnchorlensError(

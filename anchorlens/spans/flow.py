@@ -33,6 +33,7 @@ from anchorlens.hooks import capture_hooks, gradient_multiplier_hooks
 from anchorlens.models import frozen
 from anchorlens.prompts import PromptBatch
 from anchorlens.runner import BatchHooks, HookSpec, forward_batches
+from anchorlens.saliency import multiplier_gradients
 from anchorlens.spans.prompts import SpanPrompt
 
 Grads = Float[Tensor, "layer batch head query key"]
@@ -109,20 +110,6 @@ def span_forward(
         yield index, batch, row_losses(model, [prompts[i] for i in index], batch, logits, resid)
 
 
-def _grads(loss: Tensor, store: dict[int, Tensor], n_layers: int) -> Grads:
-    missing = [layer for layer in range(n_layers) if layer not in store]
-    if missing:
-        raise AnchorlensError(
-            f"blocks.{missing[0]}.attn.hook_pattern never ran; its flow cannot be measured."
-        )
-    grads = torch.autograd.grad(loss, [store[layer] for layer in range(n_layers)], allow_unused=True)
-    if any(g is None for g in grads):
-        raise AnchorlensError(
-            "A layer's hook_pattern is not in the forward path (a hook detached it), so A * dL/dA is undefined."
-        )
-    return torch.stack([g for g in grads if g is not None]).detach()
-
-
 def span_saliency_batches(
     model: Any,
     prompts: Sequence[SpanPrompt],
@@ -157,7 +144,7 @@ def span_saliency_batches(
             if item is None:
                 return
             index, batch, losses = item
-            grads = _grads(losses.sum(), store, n_layers)
+            grads = multiplier_gradients(losses.sum(), store, n_layers)
         yield index, batch, grads
 
 
