@@ -15,7 +15,7 @@ per-example-averaged curves to sum to 1 per layer (:meth:`SaliencyResult.normali
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from anchorlens.hooks import gradient_multiplier_hooks
 from anchorlens.layers import layer_thirds
 from anchorlens.models import frozen
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
-from anchorlens.runner import HookSpec, forward_batches
+from anchorlens.runner import BatchHooks, HookSpec, forward_batches
 
 HeadReduction = Literal["sum", "abs"]
 Keep = Literal["none", "layers", "heads"]
@@ -143,15 +143,43 @@ def _check_grad_batch(batch: PromptBatch) -> None:
         raise AnchorlensError("Saliency's loss needs the gold label of every query; some prompts have none.")
 
 
-def _gradients(
-    logits: Tensor, batch: PromptBatch, store: dict[int, Tensor], n_layers: int
-) -> Float[Tensor, "layer batch head query key"]:
-    """``A * dL/dA`` of every layer: the gradient of the summed label cross-entropy w.r.t. the multipliers."""
+def _label_loss(batch: PromptBatch, logits: Tensor) -> Tensor:
+    """The summed cross-entropy of each row's label-restricted logits against its gold label."""
     labels = torch.tensor([p.label for p in batch.prompts], device=logits.device)
     ids = torch.tensor(batch.prompts[0].label_token_ids, device=logits.device)
-    return multiplier_gradients(
-        F.cross_entropy(logits[:, ids].float(), labels, reduction="sum"), store, n_layers
-    )
+    return F.cross_entropy(logits[:, ids].float(), labels, reduction="sum")
+
+
+def pattern_gradients(
+    model: Any,
+    run: Callable[[Callable[[PromptBatch], list[Any]]], Iterator[tuple[list[int], PromptBatch, Tensor]]],
+    loss: Callable[[PromptBatch, Tensor], Tensor],
+    *,
+    per_head: bool = False,
+    check: Callable[[PromptBatch], None] | None = None,
+) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, "layer batch head query key"]]]:
+    """``(indices, batch, A * dL/dA)`` of every pass that ``run(own_hooks)`` makes, ``L = loss(batch, out)``:
+    multipliers at every ``hook_pattern`` (after the caller's hooks), ``torch.autograd.grad``, parameters
+    frozen and grad on for each forward and backward only, never across the yield. ``check`` sees each batch
+    before its forward. Shared by :func:`saliency_batches` and span flows."""
+    n_layers = model.cfg.n_layers
+    store: dict[int, Tensor] = {}
+
+    def own(batch: PromptBatch) -> list[Any]:
+        if check is not None:
+            check(batch)
+        store.clear()
+        return gradient_multiplier_hooks(range(n_layers), store, per_head)
+
+    runs = run(own)
+    while True:
+        with torch.enable_grad(), frozen(model):
+            item = next(runs, None)
+            if item is None:
+                return
+            index, batch, out = item
+            grads = multiplier_gradients(loss(batch, out), store, n_layers)
+        yield index, batch, grads
 
 
 def multiplier_gradients(
@@ -203,27 +231,14 @@ def saliency_batches(
         AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
             ``hook_pattern`` did not run or is not in the forward path (detached, observational).
     """
-    n_layers = model.cfg.n_layers
-    store: dict[int, Tensor] = {}
-
-    def own(batch: PromptBatch) -> list[Any]:
-        _check_grad_batch(batch)
-        store.clear()
-        return gradient_multiplier_hooks(range(n_layers), store, per_head)
-
     loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, batches=batches
+        batch_size=batch_size, padding_side=padding_side, progress=progress, batches=batches, desc="saliency"
     )
-    runs = forward_batches(model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, desc="saliency", **loop)
-    while True:
-        # Grad on and parameters frozen for each forward and backward only, never across the yield.
-        with torch.enable_grad(), frozen(model):
-            item = next(runs, None)
-            if item is None:
-                return
-            index, batch, logits = item
-            grads = _gradients(logits, batch, store, n_layers)
-        yield index, batch, grads
+
+    def run(own: BatchHooks) -> Iterator[tuple[list[int], PromptBatch, Tensor]]:
+        return forward_batches(model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop)
+
+    yield from pattern_gradients(model, run, _label_loss, per_head=per_head, check=_check_grad_batch)
 
 
 def batch_saliency(

@@ -330,8 +330,11 @@ class AnchorReweighting(nn.Module):
 
         def batch_entries(pattern: Pattern) -> tuple[Entries, Entries, Entries, Entries] | None:
             batch = current_batch()
-            if batch is None:
-                batch = self._plain_batch(model, prompt, pattern)
+            if batch is None:  # a plain TL call: one batch per (rows, positions, device), not per layer
+                shape = (pattern.shape[0], pattern.shape[-2], pattern.device)
+                if last.get("plain") != shape:
+                    last.update(plain=shape, plain_batch=self._plain_batch(model, prompt, pattern))
+                batch = last["plain_batch"]
             if last.get("batch") is not batch:
                 last.update(batch=batch, entries=None if batch.kind == "prefix" else self.entries(batch))
             return last["entries"]

@@ -29,11 +29,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.hooks import capture_hooks, gradient_multiplier_hooks
-from anchorlens.models import frozen
+from anchorlens.hooks import capture_hooks
 from anchorlens.prompts import PromptBatch
 from anchorlens.runner import BatchHooks, HookSpec, forward_batches
-from anchorlens.saliency import multiplier_gradients
+from anchorlens.saliency import pattern_gradients
 from anchorlens.spans.prompts import SpanPrompt
 
 Grads = Float[Tensor, "layer batch head query key"]
@@ -128,24 +127,13 @@ def span_saliency_batches(
     """
     if torch.is_inference_mode_enabled():
         raise AnchorlensError("Span flows need gradients, which torch.inference_mode() forbids.")
-    n_layers = model.cfg.n_layers
-    store: dict[int, Tensor] = {}
 
-    def own(batch: PromptBatch) -> list[Any]:
-        store.clear()
-        return gradient_multiplier_hooks(range(n_layers), store, per_head)
+    def run(own: BatchHooks) -> Iterator[tuple[list[int], PromptBatch, Tensor]]:
+        return span_forward(
+            model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, batch_size=batch_size, progress=progress
+        )
 
-    runs = span_forward(
-        model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, batch_size=batch_size, progress=progress
-    )
-    while True:
-        with torch.enable_grad(), frozen(model):
-            item = next(runs, None)
-            if item is None:
-                return
-            index, batch, losses = item
-            grads = multiplier_gradients(losses.sum(), store, n_layers)
-        yield index, batch, grads
+    yield from pattern_gradients(model, run, lambda batch, losses: losses.sum(), per_head=per_head)
 
 
 def span_id_matrix(batch: PromptBatch, prompts: Sequence[SpanPrompt], width: int) -> Int[Tensor, "batch pos"]:
