@@ -19,7 +19,7 @@ from typing import Any
 
 from anchorlens._memory import keep_freed_memory
 from anchorlens.errors import AnchorlensError
-from anchorlens.registry import EXPERIMENTS, FLAGS, REGISTRY, CliRun, Experiment
+from anchorlens.registry import EXPERIMENTS, FLAGS, REGIMES_OVERRIDE, REGISTRY, CliRun, Experiment
 from anchorlens.tools import TOOLS, Tool
 
 
@@ -70,7 +70,7 @@ def _add_reproduce(sub: Any) -> None:
                 n={"default": 20, "help": "test queries per task and seed (default: %(default)s)"},
                 k={"help": "isolated layers, one number (default: 5)"},
             ),
-            _parent("label words", ("labels", "label_words")),
+            _parent("label words", ("labels", "label_words"), labels=REGIMES_OVERRIDE),
         ],
     )
     p.set_defaults(func=cmd_reproduce)

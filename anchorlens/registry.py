@@ -333,13 +333,22 @@ def _isolation_summary(runs: Runs, s: Settings) -> dict[str, Any]:
         first["label_loyalty"] < o["label_loyalty"] and first["word_loyalty"] < o["word_loyalty"]
         for o in others
     )
+    per_task = {
+        t: {
+            f"{run['anchors']}/{run['layers']}": {
+                m: mean([r["results"][i][m] for r in seeds]) for m in _LOYALTIES
+            }
+            for i, run in enumerate(seeds[0]["results"])
+        }
+        for t, seeds in _per_task(runs, s.tasks).items()
+    }
     verdict = (
         f"{status(holds)}: isolating label words in the first {s.k} layers gives label loyalty "
         f"{first['label_loyalty']:.2f} and word loyalty {first['word_loyalty']:.2f}, vs at least "
         f"{min(o['label_loyalty'] for o in others):.2f} and {min(o['word_loyalty'] for o in others):.2f} "
         "for the other three settings"
     )
-    return {"results": avg, "holds": holds, "verdict": verdict}
+    return {"results": avg, "per_task": per_task, "holds": holds, "verdict": verdict}
 
 
 def _isolation_cli(ctx: CliRun) -> Any:
@@ -514,7 +523,15 @@ def _reweighting_lines(ctx: CliRun, result: Any) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Section 3.2: compression (Tables 2 and 3)
 
-SPEED_KEYS = ("speedup", "speedup_batched", "ideal_speedup", "demo_tokens", "query_tokens", "kept_tokens")
+SPEED_KEYS = (
+    "speedup",
+    "speedup_batched",
+    "ideal_speedup",
+    "demo_tokens",
+    "query_tokens",
+    "kept_tokens",
+    "timed_queries",
+)
 BASELINES = ("text_anchor", "hidden_random", "hidden_random_top")
 
 
@@ -536,7 +553,7 @@ def _compression_summary(runs: Runs, s: Settings) -> dict[str, Any]:
         methods[t] = {
             m: {k: mean([r["methods"][m][k] for r in seeds]) for k in _LOYALTIES} for m in METHOD_NAMES
         }
-        speed[t] = {k: mean_defined([r[k] for r in seeds]) for k in SPEED_KEYS}
+        speed[t] = {k: mean_defined([r.get(k) for r in seeds]) for k in SPEED_KEYS}
     avg = {m: {k: mean([methods[t][m][k] for t in methods]) for k in _LOYALTIES} for m in METHOD_NAMES}
     anchor = avg["hidden_anchor"]["label_loyalty"]
     holds = all(anchor > avg[m]["label_loyalty"] for m in BASELINES)
@@ -560,6 +577,8 @@ def _compression_lines(ctx: CliRun, result: Any) -> list[str]:
         for name, m in result.methods.items()
     ]
     speed = "not timed" if result.speedup is None else f"{result.speedup:.2f}x at batch size 1"
+    if result.timed_queries is not None:
+        speed += f", timed on {result.timed_queries} queries"
     kept = f"kept {result.kept_tokens} of {result.demo_tokens} demonstration tokens"
     return [*lines, f"{ctx.title}: speed-up {speed} (ideal {result.ideal_speedup:.2f}x; {kept})"]
 
@@ -618,9 +637,25 @@ def _diagnosis_lines(ctx: CliRun, result: Any) -> list[str]:
 # The registry
 
 
+def _parse_regimes(text: str) -> str:
+    from anchorlens.regimes import parse_regimes
+
+    try:
+        return parse_regimes(text)
+    except AnchorlensError as e:  # argparse reports these as usage errors
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _opt(*flags: str, **kwargs: Any) -> Option:
     return Option(flags, kwargs)
 
+
+#: ``reproduce``'s ``--labels``: several regimes, compared in one report (:mod:`anchorlens.regimes`).
+REGIMES_OVERRIDE = {
+    "type": _parse_regimes,
+    "choices": None,
+    "help": "label regimes, comma-separated (natural, flipped, unrelated); several: one report compares them",
+}
 
 #: Flags that ``reproduce`` shares with ``isolation`` and ``compress``.
 K_OPTION = _opt(

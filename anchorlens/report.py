@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import io
 import json
 import sys
 import time
@@ -27,8 +26,9 @@ from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.paper import CLAIMS, METHOD_NAMES, PAPER
+from anchorlens.regimes import regime_section, regime_summary, reproduce_regimes
 from anchorlens.registry import EXPERIMENTS, REGISTRY, Experiment, reproduce_tasks
-from anchorlens.render.page import claim_line, png_tag, verdict_class
+from anchorlens.render.page import claim_line, first_prompt_view, png_tag, verdict_class
 
 __all__ = [
     "EXPERIMENTS",
@@ -137,21 +137,28 @@ def run_all(cfg: ReproduceConfig, tasks: dict[str, Any], model: _Models, progres
 def aggregate(runs: dict[str, dict[tuple[str, int], Any]], cfg: ReproduceConfig) -> dict[str, Any]:
     """Every experiment's summary over tasks and seeds (with its verdict), under the run's settings."""
     res: dict[str, Any] = {"model": cfg.model, "tasks": list(cfg.tasks), "seeds": list(cfg.seeds), "n": cfg.n}
+    from anchorlens.stats import BANDS
+
     claims: dict[str, Any] = {}
     for name, exp_runs in runs.items():
         if exp_runs:
             res[name] = REGISTRY[name].summarize(exp_runs, cfg)
             claims[name] = REGISTRY[name].claim(exp_runs).to_json()
+            if name in BANDS:  # the figures' 95% error bands and bars
+                res[name]["bands"] = BANDS[name](exp_runs)
     res["claims"] = claims
     return res
 
 
-def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or load from the cache) every experiment and write ``report.html``, ``report.md`` and
-    ``results.json`` under ``cfg.out``. Returns the aggregated results."""
+def reproduce(cfg: ReproduceConfig, progress: bool = True, regimes: dict[str, Any] | None = None) -> dict:
+    """Run (or load from the cache) every experiment; write ``report.html``, ``report.md`` and ``results.json``
+    in ``cfg.out``; return the results. Several label regimes (``labels="natural,flipped"``) are compared
+    in the first one's report (``regimes``: the others' summaries, from :mod:`anchorlens.regimes`)."""
     bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
     if bad:
         raise AnchorlensError(f"Unknown experiment(s) {bad}; choose from {EXPERIMENTS}.")
+    if "," in cfg.labels:
+        return reproduce_regimes(cfg, progress, reproduce)
     out = Path(cfg.out)
     model = _Models(cfg)
     tasks, warnings = reproduce_tasks(cfg, lambda: model().tokenizer)
@@ -163,14 +170,18 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
     results = aggregate(runs, named)
     results["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     results["config"] = asdict(cfg)
+    results["label_words"] = {tasks[t].name: list(tasks[t].label_words) for t in cfg.tasks}
     if warnings:
         results["warnings"] = warnings
+    if regimes is not None:
+        results["regimes"] = {cfg.labels: regime_summary(results), **regimes}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     figures = draw_figures(results, out / "figures", named)
     cache = out / "cache" / settings_key(cfg)
     flow = _cached_json(
-        cache / "flow-view.json", lambda: {"html": _flow_view(model(), tasks[cfg.tasks[0]], cfg)}
+        cache / "flow-view.json",
+        lambda: {"html": first_prompt_view(model(), tasks[cfg.tasks[0]], cfg.shots, cfg.seeds[0])},
     )
     (out / "report.md").write_text(render_markdown(results, named), encoding="utf-8")
     (out / "report.html").write_text(render_html(results, named, figures, flow["html"]), encoding="utf-8")
@@ -226,6 +237,8 @@ def render_markdown(results: dict[str, Any], cfg: ReproduceConfig) -> str:
             "",
             body,
         ]
+    for title, body in regime_section(results, "md"):
+        lines += [f"## {title}", "", body]
     return "\n".join(lines) + "\n"
 
 
@@ -267,22 +280,8 @@ def render_html(
             parts.append(
                 "<div class='figs'>" + "".join(png_tag(folder / f, k) for k, f in figs.items()) + "</div>"
             )
+    parts += [f"<h2>{html.escape(title)}</h2>{body}" for title, body in regime_section(results, "html")]
     if flow:
         parts += ["<h2>One prompt's token-to-token information flow</h2>", flow]
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _flow_view(model: Any, task: Any, cfg: ReproduceConfig) -> str:
-    """The first prompt of ``task``: the SVG flow diagram and the circuitsvis saliency view (inlined)."""
-    from anchorlens.prompts import build_prompts
-    from anchorlens.render import flow_diagram, saliency_heads_view
-    from anchorlens.saliency import saliency
-
-    p = build_prompts(model, task, n=1, shots=cfg.shots, seed=cfg.seeds[0])[0]
-    matrices = saliency(model, [p], keep="layers").matrices
-    assert matrices is not None
-    buf = io.StringIO()
-    buf.write(flow_diagram(model, p, matrices[0], title=f"{task.name}: arcs = saliency per layer"))
-    buf.write(saliency_heads_view(model, p, matrices[0]).local_src)
-    return buf.getvalue()

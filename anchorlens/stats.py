@@ -57,15 +57,19 @@ __all__ = [
     "Claim",
     "Interval",
     "auc",
+    "band",
     "bootstrap",
     "compression_claim",
     "decide",
+    "deep_bands",
     "deep_claim",
     "diagnosis_claim",
+    "isolation_bands",
     "isolation_claim",
     "paired_difference",
     "proportion",
     "reweighting_claim",
+    "saliency_bands",
     "saliency_claim",
     "stratum_mean",
     "wilson",
@@ -137,6 +141,40 @@ def _value(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
+def _resampled(
+    statistic: Callable[..., Any],
+    arrays: Sequence[Any],
+    groups: Any,
+    strata: Any,
+    draws: bool,
+    resamples: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The statistic on the data and on ``resamples`` redraws (``[resamples, *shape]``, NaN where
+    undefined), the number of rows and of (task, seed) runs; the one resampling loop of this module."""
+    arrs = [np.asarray(a) for a in arrays]
+    n = len(arrs[0]) if arrs else 0
+    if any(len(a) != n for a in arrs):
+        raise AnchorlensError(
+            f"bootstrap: arrays need the same number of rows; got {[len(a) for a in arrs]}."
+        )
+    s_codes, g_codes = _codes(strata, n), _codes(groups, n)
+    runs = len({(int(s), int(g)) for s, g in zip(s_codes, g_codes, strict=True)})
+    if n == 0:
+        return np.array(math.nan), np.full(resamples, math.nan), 0, 0
+    run_codes = _codes(s_codes * (int(g_codes.max()) + 1) + g_codes, n)
+
+    def call(idx: np.ndarray, draw: np.ndarray) -> np.ndarray:
+        kw = {"draw": draw} if draws else {}
+        out = statistic(*(a[idx] for a in arrs), **kw)
+        return np.asarray(math.nan if out is None else out, dtype=float)
+
+    estimate = call(np.arange(n), run_codes)
+    design, rng = _design(s_codes, g_codes), np.random.default_rng(seed)
+    values = np.array([call(*_draw(design, rng)) for _ in range(resamples)])
+    return estimate, values.reshape(resamples, *estimate.shape), n, runs
+
+
 def bootstrap(
     statistic: Callable[..., float | None],
     *arrays: Any,
@@ -164,31 +202,42 @@ def bootstrap(
     With no rows the interval is all NaN; with fewer than :data:`MIN_QUERIES` rows it is computed but
     :func:`decide` calls the claim inconclusive.
     """
-    arrs = [np.asarray(a) for a in arrays]
-    n = len(arrs[0]) if arrs else 0
-    if any(len(a) != n for a in arrs):
-        raise AnchorlensError(
-            f"bootstrap: arrays need the same number of rows; got {[len(a) for a in arrs]}."
-        )
-    s_codes, g_codes = _codes(strata, n), _codes(groups, n)
-    runs = len({(int(s), int(g)) for s, g in zip(s_codes, g_codes, strict=True)})
+    est, values, n, runs = _resampled(statistic, arrays, groups, strata, draws, resamples, seed)
+    estimate = float(est)
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, 0, 0, level, 1.0)
-    run_codes = _codes(s_codes * (int(g_codes.max()) + 1) + g_codes, n)
-
-    def call(idx: np.ndarray, draw: np.ndarray) -> float:
-        kw = {"draw": draw} if draws else {}
-        return _value(statistic(*(a[idx] for a in arrs), **kw))
-
-    estimate = call(np.arange(n), run_codes)
-    design, rng = _design(s_codes, g_codes), np.random.default_rng(seed)
-    values = np.array([call(*_draw(design, rng)) for _ in range(resamples)])
     ok = np.isfinite(values)
     undefined = 1.0 - float(ok.mean()) if resamples else 1.0
     if ok.sum() < max(1, resamples // 2):  # undefined in most resamples: no interval
         return Interval(estimate, math.nan, math.nan, n, runs, level, undefined)
     lo, hi = np.percentile(values[ok], [50 * (1 - level), 50 * (1 + level)])
     return Interval(estimate, float(lo), float(hi), n, runs, level, undefined)
+
+
+def band(
+    statistic: Callable[..., Any],
+    *arrays: Any,
+    groups: Any = None,
+    strata: Any = None,
+    draws: bool = False,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[list[float | None], list[float | None]]:
+    """Per component of a vector statistic (a curve over layers, bars over settings), the ``level``
+    percentile bootstrap interval, resampled as :func:`bootstrap`: ``(lower, upper)`` lists, None where
+    the component is undefined in most resamples (figures draw these as error bands and bars)."""
+    _, values, n, _ = _resampled(statistic, arrays, groups, strata, draws, resamples, seed)
+    if n == 0 or values.ndim < 2:
+        return [], []
+    lo, hi = [], []
+    for column in values.reshape(resamples, -1).T:
+        ok = column[np.isfinite(column)]
+        enough = len(ok) >= max(1, resamples // 2)
+        q = np.percentile(ok, [50 * (1 - level), 50 * (1 + level)]) if enough else (None, None)
+        lo.append(None if q[0] is None else float(q[0]))
+        hi.append(None if q[1] is None else float(q[1]))
+    return lo, hi
 
 
 def stratum_mean(values: Any, strata: Any = None) -> float:
@@ -454,6 +503,17 @@ def _reconstructed(props: Sequence[float], n: int) -> np.ndarray:
 # Section 2.1: saliency
 
 
+def _task_flows(wp: np.ndarray, pq: np.ndarray, ww: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    """``[3, layer]`` normalised S_wp, S_pq, S_ww of one task: per run the per-layer means over queries
+    scaled to sum to 1, averaged over the task's runs (``draw`` says which run a row comes from)."""
+    curves = []
+    for d in np.unique(draw):
+        rows = draw == d
+        c = np.stack([wp[rows].mean(0), pq[rows].mean(0), ww[rows].mean(0)])
+        curves.append(c / np.clip(c.sum(0), np.finfo(float).tiny, None))
+    return np.asarray(np.mean(curves, 0))
+
+
 def _saliency_stat(
     wp: np.ndarray, pq: np.ndarray, ww: np.ndarray, task: np.ndarray, draw: np.ndarray
 ) -> float:
@@ -464,12 +524,8 @@ def _saliency_stat(
         return math.nan
     margins = []
     for k in np.unique(task):
-        curves = []
-        for d in np.unique(draw[task == k]):
-            rows = draw == d
-            c = np.stack([wp[rows].mean(0), pq[rows].mean(0), ww[rows].mean(0)])
-            curves.append(c / np.clip(c.sum(0), np.finfo(float).tiny, None))
-        w, p, _ = np.mean(curves, 0)
+        rows = task == k
+        w, p, _ = _task_flows(wp[rows], pq[rows], ww[rows], draw[rows])
         d_shallow = float(np.mean(w[shallow.start : shallow.stop] - p[shallow.start : shallow.stop]))
         d_deep = float(np.mean(p[deep.start : deep.stop] - w[deep.start : deep.stop]))
         margins.append(min(d_shallow, d_deep))
@@ -572,9 +628,9 @@ def _auc_curve(att: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.mean(scores, 0)
 
 
-def _deep_stat(att: np.ndarray, pred: np.ndarray, task: np.ndarray, draw: np.ndarray) -> float:
-    """Rise of the task-averaged AUCROC curve: deep-third mean minus shallow-third mean."""
-    shallow, _, deep = layer_thirds(att.shape[1])
+def _deep_curve(att: np.ndarray, pred: np.ndarray, task: np.ndarray, draw: np.ndarray) -> np.ndarray | None:
+    """The task-averaged AUCROC curve ``[layer]`` (per run, then over a task's runs, then over the tasks
+    where it is defined); None when it is defined on no task."""
     curves = []
     for k in np.unique(task):
         per_run = [_auc_curve(att[draw == d], pred[draw == d]) for d in np.unique(draw[task == k])]
@@ -582,9 +638,15 @@ def _deep_stat(att: np.ndarray, pred: np.ndarray, task: np.ndarray, draw: np.nda
             curve = np.nanmean(np.stack(per_run), 0) if not np.isnan(per_run).all() else None
         if curve is not None and np.isfinite(curve).all():
             curves.append(curve)
-    if not curves or not shallow or not deep:
+    return np.asarray(np.mean(curves, 0)) if curves else None
+
+
+def _deep_stat(att: np.ndarray, pred: np.ndarray, task: np.ndarray, draw: np.ndarray) -> float:
+    """Rise of the task-averaged AUCROC curve: deep-third mean minus shallow-third mean."""
+    shallow, _, deep = layer_thirds(att.shape[1])
+    c = _deep_curve(att, pred, task, draw)
+    if c is None or not shallow or not deep:
         return math.nan
-    c = np.mean(curves, 0)
     return float(c[deep.start : deep.stop].mean() - c[shallow.start : shallow.stop].mean())
 
 
@@ -749,6 +811,82 @@ def diagnosis_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLE
         stat, probs, labels, run, groups=seed_of, strata=task, draws=True, seed=seed, resamples=resamples
     )
     return decide(iv, "mean over runs of Spearman(predicted, actual confusion)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Error bands and bars for the figures: per-layer (or per-setting) 95% intervals, resampled as the claims
+
+Bands = dict[str, list[list[float | None]]]  # name -> [lower per component, upper per component]
+_FLOWS = ("S_wp_norm", "S_pq_norm", "S_ww_norm")
+
+
+def saliency_bands(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) -> dict[str, Bands]:
+    """Per task, the band of each normalised flow curve (Figure 3): ``{task: {"S_wp_norm": [lo, hi],
+    ...}}``, queries (and seeds) resampled; the curves are those of the saliency claim."""
+    triples = _runs(runs)
+    out: dict[str, Bands] = {}
+    for task in dict.fromkeys(t for t, _, _ in triples):
+        blocks = [
+            (t, s, np.stack([r.S_wp.numpy(), r.S_pq.numpy(), r.S_ww.numpy()], 1)) for t, s, r in triples
+        ]
+        vals, _, seed_of, _ = _rows([b for b in blocks if b[0] == task])
+
+        def flows(v: np.ndarray, draw: np.ndarray) -> np.ndarray:
+            return _task_flows(v[:, 0], v[:, 1], v[:, 2], draw)
+
+        lo, hi = band(flows, vals, groups=seed_of, draws=True, seed=seed, resamples=resamples)
+        n_layers = vals.shape[2]
+        cut = [slice(i * n_layers, (i + 1) * n_layers) for i in range(3)]
+        out[task] = {k: [lo[c], hi[c]] for k, c in zip(_FLOWS, cut, strict=True)} if lo else {}
+    return out
+
+
+def isolation_bands(
+    runs: Runs[Any], *, k: int | None = None, seed: int = 0, resamples: int = RESAMPLES
+) -> dict[str, Bands]:
+    """Per setting ``"<anchors>/<layers>"``, the interval of label and word loyalty averaged over tasks
+    (Figure 4's error bars): ``{"label/first": {"label_loyalty": [[lo], [hi]], ...}}``; empty when the
+    runs lack per-query predictions."""
+    triples = _runs(runs)
+    k = k if k is not None else min(r.k for _, _, res in triples for r in res.runs)
+    built = [(t, s, *_isolation_block(r, k)) for t, s, r in triples]
+    if not all(p for *_, p in built):
+        return {}
+    vals, task, seed_of, _ = _rows([(t, s, b) for t, s, b, _ in built])
+    lo, hi = band(_task_means, vals, task, groups=seed_of, strata=task, seed=seed, resamples=resamples)
+    if not lo:
+        return {}
+    return {
+        f"{a}/{layers}": {m: [[lo[2 * i + j]], [hi[2 * i + j]]] for j, m in enumerate(_LOYALTY_NAMES)}
+        for i, (a, layers) in enumerate(_SETTINGS)
+    }
+
+
+_LOYALTY_NAMES = ("label_loyalty", "word_loyalty")
+
+
+def deep_bands(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) -> Bands:
+    """The band of the task-averaged AUCROC curve vs the predictions (Figure 5): ``{"aucroc": [lo, hi]}``."""
+    triples = _runs(runs)
+    blocks = [(t, s, r.attention.double().numpy()) for t, s, r in triples]
+    att, task, seed_of, _ = _rows(_pad_classes(blocks))
+    pred = np.concatenate([r.predictions.predictions.numpy() for _, _, r in triples])
+
+    def curve(a: np.ndarray, p: np.ndarray, t: np.ndarray, draw: np.ndarray) -> np.ndarray:
+        c = _deep_curve(a, p, t, draw)
+        return np.full(att.shape[1], math.nan) if c is None else c
+
+    lo, hi = band(
+        curve, att, pred, task, groups=seed_of, strata=task, draws=True, seed=seed, resamples=resamples
+    )
+    return {"aucroc": [lo, hi]} if lo else {}
+
+
+BANDS: dict[str, Callable[..., Any]] = {
+    "saliency": saliency_bands,
+    "isolation": isolation_bands,
+    "deep": deep_bands,
+}
 
 
 CLAIMS: dict[str, Callable[..., Claim]] = {

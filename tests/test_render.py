@@ -91,3 +91,25 @@ def test_figures_leave_pyplot_and_the_backend_alone() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False True"
+
+
+def test_figures_draw_error_bands_and_bars() -> None:
+    from matplotlib.collections import PolyCollection
+
+    from anchorlens.render.figures import plot_deep, plot_isolation
+
+    curves = {"S_wp_norm": [0.6, 0.2], "S_pq_norm": [0.3, 0.7], "S_ww_norm": [0.1, 0.1]}
+    bands = {"S_wp_norm": [[0.5, 0.1], [0.7, 0.3]], "S_pq_norm": [[0.2, None], [0.4, None]]}
+    fig = plot_saliency(curves, bands=bands)
+    assert sum(isinstance(c, PolyCollection) for c in fig.axes[0].collections) == 2
+    assert not any(isinstance(c, PolyCollection) for c in plot_saliency(curves).axes[0].collections)
+    fig = plot_deep({"aucroc": [0.5, 0.8], "R": [0.2, 0.8]}, bands={"aucroc": [[0.4, 0.7], [0.6, 0.9]]})
+    assert any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)
+    runs = [
+        {"anchors": a, "layers": lay, "k": 5, "label_loyalty": 0.5, "word_loyalty": 0.4, "accuracy": 0.5}
+        for a in ("label", "random")
+        for lay in ("first", "last")
+    ]
+    ci = {"label_loyalty": [[0.4], [0.7]], "word_loyalty": [[0.3], [0.45]]}
+    fig = plot_isolation({"results": runs}, bands={"label/first": ci})
+    assert len(fig.axes[0].containers) == 4 + 1  # four bar groups and one error-bar group

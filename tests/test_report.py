@@ -80,3 +80,51 @@ def test_reproduce_label_regimes_and_stratified_sampling(tmp_path: Path) -> None
         ["saliency", "--labels", "unrelated", "--sampling", "stratified", "--out", "x"]
     )
     assert (args.labels, args.sampling) == ("unrelated", "stratified")
+
+
+def test_reproduce_compares_label_regimes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3))
+    task = str(_three_class_task(tmp_path / "news"))
+    out = tmp_path / "report"
+    args = [
+        "reproduce",
+        "--tasks",
+        task,
+        "--n",
+        "9",
+        "--k",
+        "1",
+        "--reweight-epochs",
+        "1",
+        "--random-top",
+        "2",
+    ]
+    args += ["--experiments", "saliency,isolation,deep,reweighting", "--labels", "natural,flipped"]
+    assert cli.main([*args, "--out", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["regimes"]) == ["natural", "flipped"]
+    assert results["label_words"] == {"news": [" World", " Sports", " Business"]}
+    flipped = json.loads((out / "regimes" / "flipped" / "results.json").read_text())
+    assert flipped["label_words"] == {"news": [" Sports", " Business", " World"]}
+    row = results["regimes"]["flipped"]["per_task"]["news"]
+    iso = flipped["isolation"]["per_task"]["news"]
+    assert row["isolation_effect"] == pytest.approx(
+        iso["random/first"]["label_loyalty"] - iso["label/first"]["label_loyalty"]
+    )
+    assert row["label_words"] == " Sports,  Business,  World"
+    for key in ("crossover", "deep_aucroc", "reweighting_gain", "accuracy"):
+        assert key in row
+    md = (out / "report.md").read_text()
+    assert "## Label regimes" in md and "| news | flipped |" in md
+    assert "Label regimes" in (out / "report.html").read_text()
+    for bad in ("natural,natural", "reversed", ","):  # a usage error before anything runs
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["reproduce", "--labels", bad, "--out", str(out)])
+
+
+def test_crossover_layer() -> None:
+    from anchorlens.regimes import crossover
+
+    assert crossover([0.9, 0.8, 0.2, 0.1], [0.1, 0.2, 0.8, 0.9]) == 2
+    assert crossover([0.9, 0.1, 0.8, 0.2, 0.1], [0.1, 0.9, 0.2, 0.8, 0.9]) == 1
+    assert crossover([0.9, 0.9], [0.1, 0.1]) is None

@@ -265,3 +265,51 @@ def test_claims_over_tasks_with_different_numbers_of_classes() -> None:
     rhos = [r.spearman for r in diag_runs.values() if r.spearman is not None]
     claim = stats.diagnosis_claim(diag_runs, resamples=100)
     assert claim.estimate == pytest.approx(np.mean(rhos), abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------
+# Error bands for the figures
+
+
+def test_band_of_a_vector_equals_each_components_interval() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    lo, hi = stats.band(lambda v: v.mean(0), x, resamples=400, seed=3)
+    for j in range(3):
+        iv = stats.bootstrap(lambda v, j=j: v[:, j].mean(), x, resamples=400, seed=3)
+        assert (lo[j], hi[j]) == pytest.approx((iv.lo, iv.hi), abs=1e-12)
+    assert stats.band(lambda v: v.mean(0), x, resamples=400, seed=3) == (lo, hi)  # seeded
+
+
+def test_saliency_bands_hold_the_summary_curves() -> None:
+    runs = {
+        ("a", 42): _saliency(20, 6, True),
+        ("a", 43): _saliency(20, 6, True, 1),
+        ("b", 42): _saliency(9, 6, False),
+    }
+    bands = stats.saliency_bands(runs, resamples=300)
+    assert set(bands) == {"a", "b"}
+    curve = np.mean([r.normalized()["S_wp_norm"].numpy() for (t, _), r in runs.items() if t == "a"], 0)
+    lo, hi = bands["a"]["S_wp_norm"]
+    assert len(lo) == len(hi) == 6
+    assert np.all(np.array(lo) <= curve + 1e-9) and np.all(curve <= np.array(hi) + 1e-9)
+
+
+def test_isolation_and_deep_bands() -> None:
+    loyal = {
+        ("label", "first"): 0.3,
+        ("label", "last"): 0.9,
+        ("random", "first"): 0.8,
+        ("random", "last"): 1.0,
+    }
+    bands = stats.isolation_bands({("t", 42): _isolation(60, loyal, True)}, resamples=300)
+    lo, hi = bands["label/first"]["label_loyalty"]
+    assert lo[0] < 0.3 < hi[0] and bands["random/last"]["label_loyalty"] == [[1.0], [1.0]]
+    assert stats.isolation_bands({("t", 42): _isolation(60, loyal, False)}, resamples=50) == {}
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 2
+    att = torch.rand(40, 4, 2, generator=g)
+    result = DeepResult(att, _preds(torch.nn.functional.one_hot(labels, 2).float(), labels))
+    lo, hi = stats.deep_bands({("t", 42): result}, resamples=200)["aucroc"]
+    auc = [float(a) for a in result.aucroc]
+    assert all(a - 1e-9 <= b and b <= c + 1e-9 for a, b, c in zip(lo, auc, hi, strict=True))

@@ -3,6 +3,7 @@ backend switch, no display needed (a notebook still shows the returned figure)."
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,17 @@ from matplotlib.figure import Figure
 
 
 def plot_saliency(
-    result: Any, title: str = "", path: str | Path | None = None, normalized: bool = True
+    result: Any,
+    title: str = "",
+    path: str | Path | None = None,
+    normalized: bool = True,
+    bands: dict[str, Any] | None = None,
 ) -> Figure:
     """Figure 3: S_wp, S_pq and S_ww per layer (normalised to sum to 1 per layer by default).
 
-    ``result`` is a :class:`anchorlens.SaliencyResult` or a dict with ``S_wp(_norm)``... lists.
+    ``result`` is a :class:`anchorlens.SaliencyResult` or a dict with ``S_wp(_norm)``... lists. ``bands``
+    (normalised curves only): ``{"S_wp_norm": [lower, upper], ...}`` per layer, drawn as shaded 95% bands
+    (:func:`anchorlens.stats.saliency_bands`).
     """
     curves = result.to_json() if hasattr(result, "to_json") else dict(result)
     suffix = "_norm" if normalized else ""
@@ -28,6 +35,8 @@ def plot_saliency(
     for key, (color, ls, label) in styles.items():
         ys = [float(v) for v in curves[key + suffix]]
         ax.plot(range(len(ys)), ys, ls, color=color, label=label, lw=2)
+        if normalized and bands and key + suffix in bands:
+            shade(ax, bands[key + suffix], color)
     ax.set_xlabel("layer")
     ax.set_ylabel("relative size" if normalized else "mean saliency")
     if normalized:
@@ -43,10 +52,17 @@ _CONDITIONS = (("label", "first"), ("random", "first"), ("label", "last"), ("ran
 _COLORS = {"label": "#d62728", "random": "#7f7f7f"}
 
 
-def plot_isolation(result: Any, k: int = 5, title: str = "", path: str | Path | None = None) -> Figure:
+def plot_isolation(
+    result: Any,
+    k: int = 5,
+    title: str = "",
+    path: str | Path | None = None,
+    bands: dict[str, Any] | None = None,
+) -> Figure:
     """Figure 4: label and word loyalty when label or random words are isolated in the first/last k layers.
 
-    ``result`` is an :class:`anchorlens.IsolationResult` or its ``to_json()`` dict.
+    ``result`` is an :class:`anchorlens.IsolationResult` or its ``to_json()`` dict. ``bands``: 95% intervals
+    per setting ``"<anchors>/<layers>"`` (:func:`anchorlens.stats.isolation_bands`), drawn as error bars.
     """
     runs = result.to_json()["results"] if hasattr(result, "to_json") else result["results"]
     by = {(r["anchors"], r["layers"]): r for r in runs if r["k"] == k}
@@ -57,10 +73,15 @@ def plot_isolation(result: Any, k: int = 5, title: str = "", path: str | Path | 
         r = by[(anchors, layers)]
         xs = [0 + (i - 1.5) * width, 1 + (i - 1.5) * width]
         hatch = "" if layers == "first" else "//"
+        ys = [r["label_loyalty"], r["word_loyalty"]]
+        ci = (bands or {}).get(f"{anchors}/{layers}")
+        err = _yerr(ys, [ci["label_loyalty"], ci["word_loyalty"]]) if ci else None
         ax.bar(
             xs,
-            [r["label_loyalty"], r["word_loyalty"]],
+            ys,
             width,
+            yerr=err,
+            capsize=2,
             color=_COLORS[anchors],
             hatch=hatch,
             edgecolor="white",
@@ -104,8 +125,11 @@ def plot_isolation_sweep(result: Any, title: str = "", path: str | Path | None =
     return save(fig, path)
 
 
-def plot_deep(result: Any, title: str = "", path: str | Path | None = None) -> Figure:
-    """Figure 5: AUCROC_l (left axis) and R_l (right axis) per layer."""
+def plot_deep(
+    result: Any, title: str = "", path: str | Path | None = None, bands: dict[str, Any] | None = None
+) -> Figure:
+    """Figure 5: AUCROC_l (left axis) and R_l (right axis) per layer; ``bands``: ``{"aucroc": [lower,
+    upper]}`` per layer, a shaded 95% band (:func:`anchorlens.stats.deep_bands`)."""
     js = result.to_json() if hasattr(result, "to_json") else dict(result)
     fig = Figure(figsize=(5.5, 3.4), dpi=120)
     ax = fig.subplots()
@@ -116,6 +140,8 @@ def plot_deep(result: Any, title: str = "", path: str | Path | None = None) -> F
         if js.get(key) is not None and any(a is not None for a in js[key]):
             auc = [float("nan") if a is None else a for a in js[key]]
             ax.plot(range(len(auc)), auc, ls, color="#1f77b4", lw=2, label=label)
+            if bands and key in bands:
+                shade(ax, bands[key], "#1f77b4")
     ax.axhline(0.5, color="#1f77b4", lw=0.8, ls=":")
     ax.set_xlabel("layer")
     ax.set_ylabel("AUCROC$_l$", color="#1f77b4")
@@ -129,6 +155,23 @@ def plot_deep(result: Any, title: str = "", path: str | Path | None = None) -> F
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save(fig, path)
+
+
+def shade(ax: Any, interval: Any, color: str) -> None:
+    """A shaded band between ``interval = [lower, upper]`` (per x; None: undefined there, left open)."""
+    lo, hi = ([math.nan if v is None else float(v) for v in side] for side in interval)
+    ax.fill_between(range(len(lo)), lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def _yerr(ys: list[float], intervals: list[Any]) -> list[list[float]]:
+    """Matplotlib's ``yerr`` (distances below and above each bar) from ``[[lo], [hi]]`` intervals."""
+    below = [
+        max(0.0, y - (iv[0][0] if iv[0][0] is not None else y)) for y, iv in zip(ys, intervals, strict=True)
+    ]
+    above = [
+        max(0.0, (iv[1][0] if iv[1][0] is not None else y) - y) for y, iv in zip(ys, intervals, strict=True)
+    ]
+    return [below, above]
 
 
 def save(fig: Figure, path: str | Path | None, **kwargs: Any) -> Figure:

@@ -1,5 +1,5 @@
-"""Pieces of the report's pages: a claim's line (statistic, interval, verdict), a verdict's colour and an
-embedded PNG."""
+"""Pieces of the report's pages: a claim's line (statistic, interval, verdict), a verdict's colour, an
+embedded PNG and the first prompt's flow view."""
 
 from __future__ import annotations
 
@@ -39,3 +39,20 @@ def verdict_class(verdict: str) -> str:
     if verdict.startswith("holds") and not verdict.startswith("holds partly"):
         return "holds"
     return "nothold" if verdict.startswith("does not") else ""
+
+
+def first_prompt_view(model: Any, task: Any, shots: int, seed: int) -> str:
+    """The report's flow view of ``task``'s first prompt: the SVG flow diagram and the circuitsvis
+    saliency view (inlined, offline)."""
+    from anchorlens.prompts import build_prompts
+    from anchorlens.render.flows import flow_diagram, saliency_heads_view
+    from anchorlens.saliency import saliency
+
+    p = build_prompts(model, task, n=1, shots=shots, seed=seed)[0]
+    matrices = saliency(model, [p], keep="layers").matrices
+    assert matrices is not None
+    title = f"{task.name}: arcs = saliency per layer"
+    return (
+        flow_diagram(model, p, matrices[0], title=title)
+        + saliency_heads_view(model, p, matrices[0]).local_src
+    )

@@ -114,6 +114,7 @@ def compression_table(summary: dict[str, Any], cfg: Any, fmt: str) -> str:
             f"{v['ideal_speedup']:.2f}x",
             f"{v['demo_tokens']:.0f}",
             f"{v['query_tokens']:.0f}",
+            f"{v['timed_queries']:.0f}" if v.get("timed_queries") else "all",
             f"{TABLE3['GPT2-XL'].get(t, '-')}x / {TABLE3['GPT-J'].get(t, '-')}x",
         ]
         for t, v in summary["speed"].items()
@@ -125,6 +126,7 @@ def compression_table(summary: dict[str, Any], cfg: Any, fmt: str) -> str:
         "ideal (tokens)",
         "L_demo",
         "L_x",
+        "timed on (queries)",
         "paper GPT2-XL / GPT-J",
     ]
     return table(head, rows, fmt) + ("\n" if fmt == "md" else "") + table(speed_head, speed_rows, fmt)
@@ -161,7 +163,8 @@ def saliency_figures(summary: dict[str, Any], folder: Path, cfg: Any) -> dict[st
 
     made = {}
     for t, curves in summary["per_task"].items():
-        plot_saliency(curves, title=f"Figure 3: {t}, {cfg.model}", path=folder / f"fig3_{t}.png")
+        band = summary.get("bands", {}).get(t)
+        plot_saliency(curves, title=f"Figure 3: {t}, {cfg.model}", path=folder / f"fig3_{t}.png", bands=band)
         made[f"fig3_{t}"] = f"fig3_{t}.png"
     return made
 
@@ -171,7 +174,7 @@ def isolation_figures(summary: dict[str, Any], folder: Path, cfg: Any) -> dict[s
     from anchorlens.render.figures import plot_isolation
 
     title = f"Figure 4: average over {', '.join(cfg.tasks)}"
-    plot_isolation(summary, k=cfg.k, title=title, path=folder / "fig4.png")
+    plot_isolation(summary, k=cfg.k, title=title, path=folder / "fig4.png", bands=summary.get("bands"))
     return {"fig4": "fig4.png"}
 
 
@@ -182,7 +185,9 @@ def deep_figures(summary: dict[str, Any], folder: Path, cfg: Any) -> dict[str, s
     if "aucroc" not in summary and "aucroc_gold" not in summary:
         return {}
     curves = {k: summary.get(k) for k in ("aucroc", "R", "aucroc_gold")}
-    plot_deep(curves, title="Figure 5: average over tasks", path=folder / "fig5.png")
+    plot_deep(
+        curves, title="Figure 5: average over tasks", path=folder / "fig5.png", bands=summary.get("bands")
+    )
     return {"fig5": "fig5.png"}
 
 
@@ -214,8 +219,10 @@ def saliency_files(ctx: Any, result: Any) -> None:
     from anchorlens.render.figures import plot_saliency
     from anchorlens.render.flows import flow_diagram, saliency_heads_view, saliency_tokens_view, save_html
     from anchorlens.saliency import saliency
+    from anchorlens.stats import saliency_bands
 
-    plot_saliency(result, title=ctx.title, path=ctx.out / "saliency.png")
+    band = saliency_bands([result])["task"]
+    plot_saliency(result, title=ctx.title, path=ctx.out / "saliency.png", bands=band)
     first = saliency(ctx.model, ctx.prompts[:1], heads=ctx.args.heads, keep="layers")
     assert first.matrices is not None
     m, p = first.matrices[0], ctx.prompts[0]
@@ -237,7 +244,11 @@ def isolation_files(ctx: Any, result: Any) -> None:
     from anchorlens.render.figures import plot_isolation, plot_isolation_sweep
 
     ks = ctx.args.k
-    plot_isolation(result, k=5 if 5 in ks else ks[0], title=ctx.title, path=ctx.out / "isolation.png")
+    from anchorlens.stats import isolation_bands
+
+    k = 5 if 5 in ks else ks[0]
+    bands = isolation_bands([result], k=k)
+    plot_isolation(result, k=k, title=ctx.title, path=ctx.out / "isolation.png", bands=bands)
     if len(ks) > 1:
         plot_isolation_sweep(result, title=ctx.title, path=ctx.out / "isolation_sweep.png")
 
@@ -245,8 +256,9 @@ def isolation_files(ctx: Any, result: Any) -> None:
 def deep_files(ctx: Any, result: Any) -> None:
     """``deep.png`` (Figure 5)."""
     from anchorlens.render.figures import plot_deep
+    from anchorlens.stats import deep_bands
 
-    plot_deep(result, title=ctx.title, path=ctx.out / "deep.png")
+    plot_deep(result, title=ctx.title, path=ctx.out / "deep.png", bands=deep_bands([result]))
 
 
 def diagnosis_files(ctx: Any, result: Any) -> None:
