@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import FwdHook, cut_edges_hooks, restart_positions_hook
+from anchorlens.kvcache import PrefixCache, empty_cache, prefix_batch, query_batch
 from anchorlens.metrics import Predictions, label_loyalty, word_loyalty
 from anchorlens.prompts import IclPrompt, PromptBatch, PromptSet, build_prompt, pad_token_id
 from anchorlens.runner import HookSpec, PredictionBuffer, forward_batches, predict, then
@@ -103,35 +104,28 @@ class AnchorCache:
     """The kept demonstration key/values of every layer (batch 1, frozen) and their position mask.
 
     Attributes:
-        keys, values: Per layer ``[1, kept, kv_head, d_head]`` (keys before rotary, as TL caches them).
-        mask: ``[kept]`` attention-mask entries: 1 for ``"compacted"``/``"restart"``; for ``"original"``
-            the gap to the previous kept position, so TL's cumulative sum yields the original positions.
+        cache: The kept positions' keys and values (:class:`anchorlens.kvcache.PrefixCache`); its mask
+            entries are 1 for ``"compacted"``/``"restart"``, and for ``"original"`` the gap to the previous
+            kept position, so TL's cumulative sum yields the original positions.
         kept: The kept positions (prompt coordinates).
         demo_tokens: Length of the demonstration prefix.
         positions: The position mode.
         build_seconds: Time to run the demonstrations and slice the cache (excluded from speed-ups).
     """
 
-    keys: tuple[Tensor, ...] = field(repr=False)
-    values: tuple[Tensor, ...] = field(repr=False)
-    mask: Int[Tensor, " kept"]
+    cache: PrefixCache = field(repr=False)
     kept: tuple[int, ...]
     demo_tokens: int
     positions: str
     build_seconds: float = 0.0
 
+    @property
+    def mask(self) -> Int[Tensor, " kept"]:
+        return self.cache.mask
+
     def for_batch(self, batch_size: int) -> Any:
         """A frozen ``TransformerLensKeyValueCache`` of this cache expanded to ``batch_size`` rows."""
-        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
-
-        entries = [
-            TransformerLensKeyValueCacheEntry(
-                k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1), frozen=True
-            )
-            for k, v in zip(self.keys, self.values, strict=True)
-        ]
-        return TransformerLensKeyValueCache(entries, self.mask[None].expand(batch_size, -1), frozen=True)
+        return self.cache.forward_kwargs(batch_size)["past_kv_cache"]
 
 
 def build_anchor_cache(
@@ -150,8 +144,6 @@ def build_anchor_cache(
         AnchorlensError: unknown ``positions``; ``"restart"`` on a rotary model; kept positions outside the
             demonstrations.
     """
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
     if positions not in POSITIONS:
         raise AnchorlensError(f"positions must be one of {POSITIONS}, got {positions!r}.")
     if positions == "restart" and model.cfg.positional_embedding_type != "standard":
@@ -171,9 +163,8 @@ def build_anchor_cache(
             f"Kept positions must lie in the {n_demo} demonstration tokens; got {kept[:3]}..."
         )
     t0 = time.perf_counter()
-    device = model.cfg.device
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch_size=1)
-    prefix = _prefix_batch(prompt, device)
+    cache = empty_cache(model)
+    prefix = prefix_batch(prompt, model.cfg.device)
     with torch.no_grad():
         for _ in forward_batches(
             model,
@@ -183,62 +174,10 @@ def build_anchor_cache(
             forward_kwargs=lambda _: {"past_kv_cache": cache},
         ):
             pass
-    idx = torch.tensor(kept, device=device)
-    keys = tuple(e.past_keys[:, idx].clone() for e in cache.entries)
-    values = tuple(e.past_values[:, idx].clone() for e in cache.entries)
-    if positions == "original":
-        mask = torch.diff(idx, prepend=torch.tensor([-1], device=device))
-    else:
-        mask = torch.ones_like(idx)
-    return AnchorCache(keys, values, mask, kept, n_demo, positions, time.perf_counter() - t0)
-
-
-def _prefix_batch(prompt: IclPrompt, device: Any) -> PromptBatch:
-    """The demonstrations of ``prompt`` alone, as one ``"prefix"`` batch (target: the last demonstration token)."""
-    n_demo = prompt.query_start
-    tokens = torch.tensor([prompt.tokens[:n_demo]], device=device)
-    return PromptBatch(
-        tokens=tokens,
-        attention_mask=torch.ones_like(tokens),
-        target=torch.tensor([n_demo - 1], device=device),
-        label_positions=torch.tensor([prompt.label_positions], dtype=torch.long, device=device),
-        demo_labels=torch.tensor([prompt.demo_labels], dtype=torch.long, device=device),
-        offset=torch.zeros(1, dtype=torch.long, device=device),
-        prompts=(prompt,),
-        indices=(),
-        kind="prefix",
-    )
-
-
-def _query_batch(
-    prompts: Sequence[IclPrompt], index: Sequence[int], anchor: AnchorCache, pad: int, device: Any
-) -> PromptBatch:
-    """The prompts' query tokens, right-padded, with the attention mask that places them; label positions
-    are the label words' columns among the cached keys (-1 for one not kept)."""
-    width = max(len(p) - p.query_start for p in prompts)
-    tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        q = p.tokens[p.query_start :]
-        tokens[i, : len(q)] = torch.tensor(q)
-        mask[i, : len(q)] = 1
-        if anchor.positions == "original":  # the first query token sits right after the demonstrations
-            mask[i, 0] = anchor.demo_tokens - anchor.kept[-1]
-    column = {pos: c for c, pos in enumerate(anchor.kept)}
-    labels = [[column.get(pos, -1) for pos in p.label_positions] for p in prompts]
-    return PromptBatch(
-        tokens=tokens.to(device),
-        attention_mask=mask.to(device),
-        target=torch.tensor([len(p) - p.query_start - 1 for p in prompts], device=device),
-        label_positions=torch.tensor(labels, dtype=torch.long, device=device).reshape(len(prompts), -1),
-        demo_labels=torch.tensor([p.demo_labels for p in prompts], dtype=torch.long, device=device).reshape(
-            len(prompts), -1
-        ),
-        offset=torch.tensor([-p.query_start for p in prompts], dtype=torch.long, device=device),
-        prompts=tuple(prompts),
-        indices=tuple(index),
-        kind="query",
-    )
+    sliced = PrefixCache.from_filled(cache, kept)
+    if positions != "original":
+        sliced = sliced.with_mask(torch.ones_like(sliced.mask))
+    return AnchorCache(sliced, kept, n_demo, positions, time.perf_counter() - t0)
 
 
 def predict_compressed(
@@ -274,8 +213,14 @@ def predict_compressed(
         )
     pad, device = pad_token_id(model), model.cfg.device
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    column = {pos: c for c, pos in enumerate(anchor.kept)}
+    # "original": the first query token sits right after the demonstrations
+    first = anchor.demo_tokens - anchor.kept[-1] if anchor.positions == "original" else 1
     batches = [
-        (index, _query_batch([prompts[i] for i in index], index, anchor, pad, device))
+        (
+            index,
+            query_batch([prompts[i] for i in index], index, pad, device, columns=column, first_mask=first),
+        )
         for index in (order[i : i + batch_size] for i in range(0, len(order), batch_size))
     ]
 
@@ -284,7 +229,7 @@ def predict_compressed(
         return [restart_positions_hook(model.W_pos, real)] if anchor.positions == "restart" else []
 
     def cache(batch: PromptBatch) -> dict[str, Any]:
-        return {"past_kv_cache": anchor.for_batch(len(batch))}
+        return anchor.cache.forward_kwargs(len(batch))
 
     out = PredictionBuffer(prompts, top_k)
     with torch.no_grad():
@@ -354,6 +299,9 @@ class CompressionResult:
         kept_tokens, demo_tokens, query_tokens: Hidden_anchor's cached positions, the demonstration length,
             the mean query length.
         cache_seconds: One-time cost of building the anchor cache (not in the speed-ups).
+        timings: Seconds of each timed loop (``full_bs1``, ``anchor_bs1``, ``full_batched``,
+            ``anchor_batched``), on the first ``timed_queries`` queries only.
+        timed_queries: How many queries the speed-ups were timed on (None if not timed).
         predictions: Every method's :class:`Predictions` (per query, for paired intervals).
     """
 
@@ -367,13 +315,15 @@ class CompressionResult:
     speedup_batched: float | None = None
     cache_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    timed_queries: int | None = None
     predictions: dict[str, Predictions] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CompressionResult:
         """The result :meth:`to_json` wrote."""
         preds = {k: Predictions.from_json(v) for k, v in d.get("predictions", {}).items()}
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "predictions"}, predictions=preds)
+        kept = {f.name: d[f.name] for f in fields(cls) if f.name != "predictions" and f.name in d}
+        return cls(**kept, predictions=preds)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}
@@ -410,6 +360,7 @@ def compression(
     n_random_top: int = 20,
     seed: int = 42,
     timing: bool = True,
+    timing_queries: int = 8,
     progress: bool = False,
 ) -> CompressionResult:
     """Run Hidden_anchor and the paper's baselines against the full prompts, and time the speed-up.
@@ -425,6 +376,8 @@ def compression(
         n_random_top: Draws for Hidden_random-top (the paper: 20).
         seed: Seeds the random positions (draw i of Hidden_random-top uses ``seed + i``).
         timing: Also time the full and the compressed loops, at batch size 1 and ``batch_size``.
+        timing_queries: Time them on the first this many queries only (the loops' cost per query does not
+            depend on n; the full loop runs every prompt whole, without prefix reuse).
     """
     demos = getattr(prompts, "demonstrations", None)
     task = getattr(prompts, "task", None)
@@ -459,7 +412,8 @@ def compression(
         methods["hidden_anchor"] = _scores(preds["hidden_anchor"], ref)
         steps.update()
     query = [len(p) - p.query_start for p in prompts]
-    timings = _speed(model, prompts, anchor, batch_size, fwd_hooks) if timing else {}
+    timed = prompts[: max(1, timing_queries)]
+    timings = _speed(model, timed, anchor, batch_size, fwd_hooks) if timing else {}
     return CompressionResult(
         methods=methods,
         positions=positions,
@@ -471,6 +425,7 @@ def compression(
         speedup_batched=timings["full_batched"] / timings["anchor_batched"] if timing else None,
         cache_seconds=anchor.build_seconds,
         timings=timings,
+        timed_queries=len(timed) if timing else None,
         predictions=preds,
     )
 
@@ -478,11 +433,12 @@ def compression(
 def _speed(
     model: Any, prompts: PromptSet, anchor: AnchorCache, batch_size: int, fwd_hooks: HookSpec
 ) -> dict[str, float]:
-    """Seconds of the full and the compressed loops, at batch size 1 and ``batch_size``."""
+    """Seconds of the full (whole prompts, no prefix reuse) and the compressed loops, at batch size 1 and
+    ``batch_size``."""
     timings: dict[str, float] = {}
     for size, suffix in ((1, "bs1"), (batch_size, "batched")):
         kw: dict[str, Any] = dict(batch_size=size, fwd_hooks=fwd_hooks)
-        _, timings[f"full_{suffix}"] = _timed(lambda kw=kw: predict(model, prompts, **kw))
+        _, timings[f"full_{suffix}"] = _timed(lambda kw=kw: predict(model, prompts, prefix_cache=False, **kw))
         _, timings[f"anchor_{suffix}"] = _timed(
             lambda kw=kw: predict_compressed(model, prompts, anchor, **kw)
         )

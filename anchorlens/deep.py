@@ -171,11 +171,14 @@ def deep(
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
 ) -> DeepResult:
     """Target -> label-word attention per layer and class, AUCROC_l and R_l, in one forward per batch.
 
     ``fwd_hooks`` (the caller's, see :mod:`anchorlens.runner`) run before the capture, so the attention read
-    is the one the modified model uses, and the predictions are the modified model's.
+    is the one the modified model uses, and the predictions are the modified model's. The target and the
+    label words' columns are read from each query batch on the demonstrations' cache when prompts share them
+    (``prefix_cache``, see :func:`anchorlens.predict`).
 
     Raises:
         AnchorlensError: no prompts, or prompts whose demonstrations lack a class.
@@ -195,10 +198,15 @@ def deep(
                 f"The demonstrations lack class(es) {sorted(missing)}; every class needs one."
             )
         store.clear()
+        if batch.kind == "prefix":  # no target among the demonstrations
+            return []
         names = {pattern_name(layer): layer for layer in range(n_layers)}
         return capture_hooks(names, lambda pattern, _: target_to_labels(pattern, batch), store)
 
-    loop = dict(batch_size=batch_size, padding_side=padding_side, progress=progress, desc="deep")
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="deep"
+    )
+    loop.update(share_prefix=True, prefix_cache=prefix_cache)
     for index, batch in observe_batches(model, prompts, preds, fwd_hooks=fwd_hooks, own_hooks=own, **loop):
         got = store.get("hook_pattern", {})
         demo = torch.stack([got[layer] for layer in range(n_layers)], 1).float().cpu()  # [b, L, demo]

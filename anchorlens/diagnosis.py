@@ -365,10 +365,13 @@ def collect_keys_queries(
     padding_side: PaddingSide = "right",
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
 ) -> KeysQueries:
     """One forward pass per batch with hooks on every layer's keys and queries (rotated ones on rotary
     models): prompt 0's label-word keys, every prompt's target query, and the label-word predictions.
-    The caller's ``fwd_hooks`` run before the capture.
+    The caller's ``fwd_hooks`` run before the capture. When the prompts share their demonstrations
+    (``prefix_cache``, see :func:`anchorlens.predict`) the keys come from the demonstrations' one pass and the
+    queries from the query batches on its cache.
 
     Raises:
         AnchorlensError: no prompts; prompt 0 lacks a demonstration of some class; a key/query hook never
@@ -383,13 +386,23 @@ def collect_keys_queries(
     keys: Tensor | None = None
 
     def own(batch: PromptBatch) -> list[Any]:
+        if batch.kind == "prefix":  # the demonstrations: their label-word keys, kept for every query batch
+            return _capture_hooks(batch, n_layers, n_heads, (k_name, None), prefix)
         store.clear()
-        return _capture_hooks(batch, n_layers, n_heads, (k_name, q_name), store)
+        # a query batch's key hook sees its own tokens only (keys of the cache are not re-emitted)
+        return _capture_hooks(
+            batch, n_layers, n_heads, (None if batch.kind == "query" else k_name, q_name), store
+        )
 
-    loop = dict(batch_size=batch_size, padding_side=padding_side, progress=progress, desc="diagnose")
+    prefix: dict[str, dict[int, Tensor]] = {}
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="diagnose"
+    )
+    loop.update(share_prefix=True, prefix_cache=prefix_cache)
     for index, batch in observe_batches(model, prompts, preds, fwd_hooks=fwd_hooks, own_hooks=own, **loop):
         key_row = index.index(0) if 0 in index else None
-        q_store, k_store = store.get(q_name, {}), store.get(k_name, {})
+        q_store = store.get(q_name, {})
+        k_store = prefix.get(k_name, {}) if batch.kind == "query" else store.get(k_name, {})
         missing = [layer for layer in range(n_layers) if layer not in q_store or layer not in k_store]
         if missing:
             raise AnchorlensError(
@@ -401,7 +414,8 @@ def collect_keys_queries(
         for r, i in enumerate(index):
             queries[i] = q[:, r]
         if key_row is not None:
-            demo = torch.stack([k_store[layer][key_row] for layer in range(n_layers)])  # [layer, demo, d]
+            k_row = 0 if batch.kind == "query" else key_row  # the prefix pass holds prompt 0's keys
+            demo = torch.stack([k_store[layer][k_row] for layer in range(n_layers)])  # [layer, demo, d]
             labs = batch.demo_labels[key_row].cpu()
             keys = torch.stack([demo[:, labs == c].mean(1) for c in range(n_classes)], dim=1)
     assert keys is not None
@@ -413,10 +427,11 @@ def _capture_hooks(
     batch: PromptBatch,
     n_layers: int,
     n_heads: int,
-    names: tuple[str, str],
+    names: tuple[str | None, str | None],
     store: dict[str, dict[int, Tensor]],
 ) -> list[FwdHook]:
-    """Hooks storing each layer's target queries ``[batch, d]`` and label-word keys ``[batch, demo, d]``."""
+    """Hooks storing each layer's target queries ``[batch, d]`` and label-word keys ``[batch, demo, d]``
+    (``names``: the key and query hook suffixes; None captures no keys or no queries)."""
     rows = torch.arange(len(batch), device=batch.tokens.device)
 
     def reduce_q(q: Float[Tensor, "batch pos head d_head"], layer: int) -> Tensor:
@@ -427,10 +442,12 @@ def _capture_hooks(
 
     k_name, q_name = names
     layers = range(n_layers)
-    return [
-        *capture_hooks({f"blocks.{layer}.attn.{q_name}": layer for layer in layers}, reduce_q, store),
-        *capture_hooks({f"blocks.{layer}.attn.{k_name}": layer for layer in layers}, reduce_k, store),
-    ]
+    out = []
+    if q_name is not None:
+        out += capture_hooks({f"blocks.{layer}.attn.{q_name}": layer for layer in layers}, reduce_q, store)
+    if k_name is not None:
+        out += capture_hooks({f"blocks.{layer}.attn.{k_name}": layer for layer in layers}, reduce_k, store)
+    return out
 
 
 def _label_names(model: Any, prompts: Sequence[IclPrompt], names: Sequence[str] | None) -> tuple[str, ...]:
@@ -501,6 +518,7 @@ def diagnose(
     label_names: Sequence[str] | None = None,
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
 ) -> DiagnosisResult:
     """Predicted vs actual confusion between classes (the paper's Figure 6), and their agreement per layer.
 
@@ -521,6 +539,7 @@ def diagnose(
         label_names: Class names for the output (default: the task's, else the decoded label words).
         fwd_hooks: The caller's hooks (see :mod:`anchorlens.runner`), run before the key/query capture.
         progress: Show a progress bar (a string is used as its description).
+        prefix_cache: Run the shared demonstrations once (see :func:`anchorlens.predict`).
 
     Raises:
         AnchorlensError: ``layer`` outside ``[0, n_layers - 1]``; ``n_components`` larger than the number
@@ -545,6 +564,7 @@ def diagnose(
         batch_size=batch_size,
         padding_side=padding_side,
         progress=progress,
+        prefix_cache=prefix_cache,
     )
     pred = kq.predictions
     actual, undefined, support = _actual_confusion(pred, names)

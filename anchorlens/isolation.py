@@ -27,11 +27,12 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from anchorlens.backends import require_attention_edits
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import FwdHook, cut_edges_hooks
 from anchorlens.metrics import Predictions, label_loyalty, word_loyalty
 from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
-from anchorlens.runner import HookSpec, predict, then
+from anchorlens.runner import HookSpec, predict, prefix_aware, then
 
 ANCHORS = ("label", "random")
 LAYER_SETS = ("first", "last")
@@ -136,7 +137,9 @@ def isolate(
             return cut_edges_hooks(layers, isolation_mask(batch, [chosen[0]]), mode)
         return isolation_hooks(batch, [chosen[i] for i in batch.indices], layers, mode)
 
-    return hooks
+    # Label words are the same positions for every prompt sharing the demonstrations, so the prefix can be
+    # cut once for all queries; random words differ per prompt, so they need full prompts.
+    return prefix_aware(hooks) if anchors == "label" else hooks
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,7 @@ def isolation(
     reference: Predictions | None = None,
     fwd_hooks: HookSpec = None,
     progress: bool = False,
+    prefix_cache: bool | None = None,
 ) -> IsolationResult:
     """Isolate label words or random words in the first or last k layers; loyalties vs the unmodified run.
 
@@ -237,6 +241,9 @@ def isolation(
         reference: The unmodified run, if already computed (else it is computed here, with ``fwd_hooks``).
         fwd_hooks: The caller's hooks, active in the reference run and in every isolated run (before the
             cuts), so loyalties compare isolated vs not isolated on the caller's modified model.
+        prefix_cache: Run the shared demonstrations once (see :func:`anchorlens.predict`); label-word
+            isolation cuts edges inside the demonstrations, so it reuses them; random words (per prompt)
+            run full prompts.
     """
     if len(prompts) == 0:
         raise AnchorlensError("No prompts to isolate.")
@@ -245,8 +252,10 @@ def isolation(
     for a in anchors:
         if a not in ANCHORS:
             raise AnchorlensError(f"anchors must be among {ANCHORS}, got {a!r}.")
+    # Refuse a model that would ignore the cuts before even the reference run.
+    require_attention_edits(model, ("hook_attn_scores" if mode == "pre" else "hook_pattern",))
     n_layers = model.cfg.n_layers
-    kw: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side)
+    kw: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side, prefix_cache=prefix_cache)
     ref = (
         reference
         if reference is not None

@@ -11,19 +11,30 @@ activation as the caller's hooks left it (see :mod:`anchorlens.hooks`). Everythi
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
 from anchorlens._typing import VocabLogits
+from anchorlens.backends import is_bridge, require_attention_edits
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import FwdHook
+from anchorlens.kvcache import (
+    PrefixCache,
+    empty_cache,
+    prefix_batch,
+    query_batch,
+    shared_prefix,
+    supports_prefix_cache,
+)
 from anchorlens.metrics import Predictions
-from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, pad_token_id, sorted_batches
 
 FwdHooks = Sequence[FwdHook]
 # Hooks that depend on the batch (per-row positions): called once per padded batch.
@@ -95,7 +106,7 @@ def then(first: HookSpec, second: HookSpec) -> HookSpec:
     def hooks(batch: PromptBatch) -> list[FwdHook]:
         return [*_hooks_for(first, batch), *_hooks_for(second, batch)]
 
-    return hooks
+    return prefix_aware(hooks) if _aware(first) and _aware(second) else hooks
 
 
 def _hooks_for(spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
@@ -118,9 +129,10 @@ def target_logits(
     (e.g. ``past_kv_cache``) go to the model's forward.
     """
     rows = torch.arange(len(batch), device=batch.tokens.device)
+    require_attention_edits(model, (name for name, _ in fwd_hooks))  # once per model: no silent no-ops
     # No hooks, no context: leaving model.hooks() walks every hook point (~2.5 ms on SmolLM2).
     with model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext(), running(batch):
-        if hasattr(model, "ln_final") and hasattr(model, "unembed"):
+        if hasattr(model, "ln_final") and hasattr(model, "unembed") and not is_bridge(model):
             resid = model(
                 batch.tokens,
                 attention_mask=batch.attention_mask,
@@ -131,6 +143,119 @@ def target_logits(
             return model.unembed(model.ln_final(final))[:, 0, :]
         logits = model(batch.tokens, attention_mask=batch.attention_mask, **forward_kwargs)
         return logits[rows, batch.target]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class PrefixCacheFallback(UserWarning):
+    """``prefix_cache=True`` was asked for prompts that do not share their demonstrations (or a model that
+    cannot run queries on a cache): the loop ran the full prompts instead."""
+
+
+def prefix_aware(fn: _F) -> _F:
+    """Mark a ``fwd_hooks`` function of the batch as working on ``"prefix"`` and ``"query"`` batches too
+    (anchorlens' own: :func:`anchorlens.isolate`, ``AnchorReweighting.hooks``), so passing it does not turn
+    prefix reuse off. Its hooks on a ``"prefix"`` batch must depend on the prefix alone."""
+    fn.prefix_aware = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _aware(spec: HookSpec) -> bool:
+    return spec is None or (not callable(spec) and not spec) or bool(getattr(spec, "prefix_aware", False))
+
+
+def _attached_hooks_aware(model: Any) -> bool:
+    """Whether every hook attached to ``model`` before the loop (``with model.hooks(...)``) is
+    :func:`prefix_aware` (e.g. ``AnchorReweighting.applied``): others expect full prompts."""
+    for point in getattr(model, "hook_dict", {}).values():
+        for handle in getattr(point, "fwd_hooks", ()):
+            if not getattr(getattr(handle, "user_hook", None), "prefix_aware", False):
+                return False
+    return True
+
+
+@dataclass
+class PrefixPlan:
+    """How one loop reuses the shared demonstrations: the prefix batch, its cache (filled on first use; kept
+    across loop calls when ``store`` is given) and whether to refill it for every batch (grad mode: the
+    prefix's graph belongs to each batch's backward)."""
+
+    tokens: tuple[int, ...]
+    batch: PromptBatch
+    pad: int
+    store: dict[tuple[int, ...], PrefixCache]
+    per_batch: bool
+    caller_opted_in: bool
+
+
+def prefix_plan(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    fwd_hooks: HookSpec,
+    share_prefix: bool,
+    prefix_cache: bool | None,
+    store: dict[tuple[int, ...], PrefixCache] | None = None,
+) -> PrefixPlan | None:
+    """The loop's prefix reuse, or None for the full path: reuse needs the experiment's consent
+    (``share_prefix``), the caller's (``prefix_cache`` not False; their hooks prefix-aware or
+    ``prefix_cache=True``), prompts sharing their demonstrations and a model that caches keys and values.
+    Hooks attached to the model before the loop count as the caller's. ``prefix_cache=True`` on prompts that
+    cannot share warns (:class:`PrefixCacheFallback`)."""
+    if not share_prefix or prefix_cache is False:
+        return None
+    if not prefix_cache and not (_aware(fwd_hooks) and _attached_hooks_aware(model)):
+        return None
+    tokens = shared_prefix(prompts)
+    if tokens is None or not supports_prefix_cache(model):
+        if prefix_cache:
+            why = "do not share their demonstrations" if tokens is None else "run on a model without a cache"
+            warnings.warn(
+                f"prefix_cache=True but the prompts {why}; running the full prompts instead.",
+                PrefixCacheFallback,
+                stacklevel=3,
+            )
+        return None
+    batch = prefix_batch(prompts[0], getattr(model.cfg, "device", None))
+    own_store = store if store is not None else {}
+    per_batch = store is None and torch.is_grad_enabled()
+    return PrefixPlan(tokens, batch, pad_token_id(model), own_store, per_batch, bool(prefix_cache))
+
+
+def _prefix_cache(model: Any, plan: PrefixPlan, hooks: Callable[[], FwdHooks]) -> PrefixCache:
+    """The plan's prefix cache, running the prefix (under ``hooks``) when not cached yet or per batch."""
+    cached = None if plan.per_batch else plan.store.get(plan.tokens)
+    if cached is not None:
+        return cached
+    cache = empty_cache(model)
+    keep = not plan.per_batch
+    with torch.no_grad() if keep else nullcontext():
+        _checked_forward(model, plan.batch, hooks(), plan.caller_opted_in, past_kv_cache=cache)
+    filled = PrefixCache.from_filled(cache)
+    if keep:
+        plan.store[plan.tokens] = filled.detached()
+    return filled
+
+
+def _checked_forward(
+    model: Any, batch: PromptBatch, hooks: FwdHooks, opted_in: bool, **kwargs: Any
+) -> VocabLogits:
+    """:func:`target_logits`; on the cached path with the caller's hooks, an error not anchorlens' own
+    becomes an :class:`AnchorlensError` naming ``prefix_cache``."""
+    if not opted_in or batch.kind == "full":
+        return target_logits(model, batch, hooks, **kwargs)
+    try:
+        return target_logits(model, batch, hooks, **kwargs)
+    except AnchorlensError:
+        raise
+    except Exception as e:
+        raise AnchorlensError(
+            f"A forward pass on the prefix-cache path ({batch.kind!r} batch, tokens "
+            f"{tuple(batch.tokens.shape)}) failed with {type(e).__name__}: {e}. With prefix_cache=True your "
+            "fwd_hooks see the demonstrations alone and then the queries on their key/value cache "
+            "(hook_pattern [batch, head, query_len, prefix_len + query_len]); pass prefix_cache=False to "
+            "run full prompts."
+        ) from e
 
 
 def forward_batches(
@@ -145,6 +270,9 @@ def forward_batches(
     desc: str = "forward",
     batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
     forward_kwargs: Callable[[PromptBatch], dict[str, Any]] | None = None,
+    share_prefix: bool = False,
+    prefix_cache: bool | None = None,
+    prefix_store: dict[tuple[int, ...], PrefixCache] | None = None,
 ) -> Iterator[tuple[list[int], PromptBatch, VocabLogits]]:
     """Run ``prompts`` in padded batches (longest first); yield ``(indices, batch, target logits)``.
 
@@ -154,24 +282,44 @@ def forward_batches(
         batches: Other batches to run instead of ``sorted_batches(prompts)`` (e.g. queries on a cache).
         forward_kwargs: Extra forward arguments per batch (e.g. ``past_kv_cache``).
         progress: Show a progress bar (a string is used as its description, else ``desc``).
+        share_prefix: The experiment's consent to prefix reuse (its result is provably the full prompt's):
+            when the prompts share their demonstrations, the demonstrations run once (a ``"prefix"`` batch,
+            under the hooks) and each ``"full"`` batch runs as a ``"query"`` batch on their key/value cache
+            (right-padded), yielded as such (see :mod:`anchorlens.kvcache` for its coordinates).
+        prefix_cache: The caller's consent: None (default) reuses only when ``fwd_hooks`` are empty or
+            anchorlens' own (:func:`prefix_aware`), so a caller's hooks always see full prompts; True lets
+            the caller's hooks see prefix and query batches (``hook_pattern`` of a query batch is
+            ``[batch, head, query_len, prefix_len + query_len]``); False never reuses.
+        prefix_store: Keep the prefix cache here across loop calls (the prefix's hooks must not change
+            between calls; the cache carries no gradient).
 
     Grad mode is the caller's: wrap the loop in ``torch.no_grad()`` or ``torch.enable_grad()``. The logits
     carry the graph of their forward pass, so a loss on them can be differentiated after the hooks are gone.
+    Under grad, the prefix runs again for every batch (unless ``prefix_store``), inside that batch's graph.
     """
     if fwd_hooks is not None and not callable(fwd_hooks):
         fwd_hooks = check_hooks(model, fwd_hooks)  # before any forward pass
     runs = batches if batches is not None else sorted_batches(model, prompts, batch_size, padding_side)
+    plan = prefix_plan(model, prompts, fwd_hooks, share_prefix, prefix_cache, prefix_store)
     bar = tqdm(
         total=len(prompts),
         desc=progress if isinstance(progress, str) else desc,
         disable=not progress,
         unit="prompt",
     )
+
+    def hooks_for(batch: PromptBatch) -> list[FwdHook]:
+        return [*resolve_hooks(model, fwd_hooks, batch), *(own_hooks(batch) if own_hooks else [])]
+
     with bar:
         for index, batch in runs:
-            hooks = [*resolve_hooks(model, fwd_hooks, batch), *(own_hooks(batch) if own_hooks else [])]
             kwargs = forward_kwargs(batch) if forward_kwargs else {}
-            yield index, batch, target_logits(model, batch, hooks, **kwargs)
+            if plan is not None and batch.kind == "full":
+                cache = _prefix_cache(model, plan, lambda: hooks_for(plan.batch))
+                batch = query_batch(batch.prompts, batch.indices, plan.pad, batch.tokens.device)
+                kwargs = {**kwargs, **cache.forward_kwargs(len(batch))}
+            opted_in = plan is not None and plan.caller_opted_in
+            yield index, batch, _checked_forward(model, batch, hooks_for(batch), opted_in, **kwargs)
             bar.update(len(index))
 
 
@@ -220,6 +368,7 @@ def predict(
     top_k: int = 5,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
 ) -> Predictions:
     """Predict every prompt: label-word logits, top-k vocabulary tokens and gold labels.
 
@@ -232,9 +381,15 @@ def predict(
         top_k: How many top vocabulary tokens to keep per prompt (for word loyalty).
         padding_side: ``"right"`` (the paper) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
+        prefix_cache: Run the shared demonstrations once and the queries on their key/value cache: None
+            (default) when ``fwd_hooks`` are empty or anchorlens' own, True also with your hooks (they then
+            see ``"prefix"`` and ``"query"`` batches), False never (see :func:`forward_batches`).
     """
     out = PredictionBuffer(prompts, top_k)
-    loop = dict(batch_size=batch_size, padding_side=padding_side, progress=progress, desc="predict")
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="predict"
+    )
+    loop.update(share_prefix=True, prefix_cache=prefix_cache)
     for _ in observe_batches(model, prompts, out, fwd_hooks=fwd_hooks, **loop):
         pass
     return out.result()

@@ -42,7 +42,7 @@ from anchorlens.prompts import (
     label_token_ids,
     pad_token_id,
 )
-from anchorlens.runner import HookSpec, current_batch, predict, then
+from anchorlens.runner import HookSpec, current_batch, predict, prefix_aware, then
 from anchorlens.tasks import Example, Task
 
 Shots = Literal["class", "demo"]
@@ -250,7 +250,12 @@ class AnchorReweighting(nn.Module):
         """
         self._check_batch(batch)
         device = batch.tokens.device
-        if not self.all_subtokens or batch.kind == "query":
+        # a "query" batch on a full-prefix cache: key column = prompt position (compression's: first sub-token)
+        on_cache = batch.kind == "query"
+        columns_are_positions = on_cache and all(
+            tuple(batch.label_positions[i].tolist()) == p.label_positions for i, p in enumerate(batch.prompts)
+        )
+        if not self.all_subtokens or (on_cache and not columns_are_positions):
             b, d = batch.label_positions.shape
             rows = torch.arange(b, device=device)[:, None].expand(b, d).reshape(-1)
             keys = batch.label_positions.reshape(-1)
@@ -261,7 +266,7 @@ class AnchorReweighting(nn.Module):
             k: list[int] = []
             s: list[int] = []
             for i, p in enumerate(batch.prompts):
-                off = int(batch.offset[i])
+                off = 0 if on_cache else int(batch.offset[i])
                 for d, (lab, span) in enumerate(zip(p.demo_labels, p.label_spans, strict=True)):
                     for t in span:
                         r.append(i)
@@ -272,6 +277,7 @@ class AnchorReweighting(nn.Module):
         rows, keys, slots = rows[kept], keys[kept], slots[kept]
         return rows, batch.target[rows], keys, slots
 
+    @prefix_aware
     def hooks(self, batch: PromptBatch) -> list[FwdHook]:
         """``(hook_name, fn)`` pairs on every ``blocks.{l}.attn.hook_pattern`` for this batch, usable as any
         experiment's ``fwd_hooks`` (pass the method itself: ``fwd_hooks=module.hooks``), in
@@ -349,7 +355,9 @@ class AnchorReweighting(nn.Module):
 
             return hook
 
-        hooks = [(pattern_name(layer), self._checked(make(layer))) for layer in range(self.n_layers)]
+        hooks = [
+            (pattern_name(layer), prefix_aware(self._checked(make(layer)))) for layer in range(self.n_layers)
+        ]
         with model.hooks(fwd_hooks=hooks):
             yield self
 

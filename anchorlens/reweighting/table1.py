@@ -125,6 +125,7 @@ def table1(
     on_overflow: Literal["error", "drop"] = "error",
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
 ) -> ReweightingResult:
     """The paper's Table 1 for one seed: vanilla 1-shot, vanilla many-shot and re-weighted 1-shot ICL.
 
@@ -144,6 +145,8 @@ def table1(
         fwd_hooks: The caller's hooks, active in the three evaluations and in training (before the
             re-weighting hooks).
         progress: Show progress bars.
+        prefix_cache: Run each demonstration set once and the queries on its key/value cache, in training
+            and evaluation (see :func:`anchorlens.predict`).
     """
     refuse_inference_mode()
     if many_shots is None:
@@ -162,6 +165,7 @@ def table1(
         return f"{name} ({task.name})" if progress else False
 
     kw: dict[str, Any] = dict(batch_size=eval_batch_size, padding_side=padding_side, fwd_hooks=fwd_hooks)
+    kw.update(prefix_cache=prefix_cache)
     vanilla = predict(model, test_1, progress=bar("vanilla 1-shot"), **kw)
     vanilla_many = predict(model, test_many, progress=bar(f"vanilla {many_shots}-shot"), **kw)
     module, log = train_reweighting(
@@ -177,6 +181,7 @@ def table1(
         padding_side=padding_side,
         fwd_hooks=fwd_hooks,
         progress=bar("training"),
+        prefix_cache=prefix_cache,
     )
     reweighted = module.predict(model, test_1, progress=bar("re-weighted"), **kw)
     preds = {"vanilla_1shot": vanilla, "vanilla_many_shot": vanilla_many, "reweighting": reweighted}

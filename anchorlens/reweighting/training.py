@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.kvcache import PrefixCache
 from anchorlens.models import frozen
 from anchorlens.prompts import (
     Demonstrations,
@@ -139,11 +140,15 @@ def train_step(
     batch: PromptBatch,
     optimizer: torch.optim.Optimizer,
     fwd_hooks: HookSpec = None,
+    prefix_store: dict[tuple[int, ...], PrefixCache] | None = None,
+    prefix_cache: bool | None = None,
 ) -> float:
     """One optimizer step on one batch; returns the batch's mean loss before the update.
 
     The model is frozen meanwhile (its parameters never get ``.grad``); the gradient of ``beta`` comes
-    from ``torch.autograd.grad``. ``fwd_hooks`` run before the re-weighting hooks.
+    from ``torch.autograd.grad``. ``fwd_hooks`` run before the re-weighting hooks. ``beta`` acts on the
+    target's row only, so prompts sharing their demonstrations run the queries on the demonstrations' key/value
+    cache (see :func:`anchorlens.predict`'s ``prefix_cache``), kept in ``prefix_store`` across steps.
 
     Raises:
         NonFiniteLoss: the loss or ``beta``'s gradient is NaN or infinite (``beta`` is not updated).
@@ -153,7 +158,14 @@ def train_step(
     runs = [(list(batch.indices), batch)]
     with torch.enable_grad(), frozen(model):
         ((_, _, logits),) = forward_batches(
-            model, batch.prompts, fwd_hooks=fwd_hooks, own_hooks=module.hooks, batches=runs
+            model,
+            batch.prompts,
+            fwd_hooks=fwd_hooks,
+            own_hooks=module.hooks,
+            batches=runs,
+            share_prefix=True,
+            prefix_cache=prefix_cache,
+            prefix_store=prefix_store,
         )
         return _step(module, _loss(logits, batch), optimizer)
 
@@ -168,11 +180,13 @@ def _epoch(
     fwd_hooks: HookSpec,
     bar: Any,
     losses: list[float],
+    store: dict[tuple[int, ...], PrefixCache],
+    prefix_cache: bool | None = None,
 ) -> None:
     """One pass over ``prompts`` in ``order``, appending each step's loss to ``losses`` (raises
     NonFiniteLoss, with the finite steps before it recorded)."""
     for _, batch in ordered_batches(model, prompts, order, config.batch_size, config.padding_side):
-        losses.append(train_step(module, model, batch, optimizer, fwd_hooks))
+        losses.append(train_step(module, model, batch, optimizer, fwd_hooks, store, prefix_cache))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
 
@@ -185,6 +199,7 @@ def fit(
     *,
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
     **settings: Any,
 ) -> TrainingLog:
     """Train ``module.beta`` with Adam on labelled ``prompts``, the model frozen (it never gets ``.grad``).
@@ -208,6 +223,7 @@ def fit(
     optimizer = torch.optim.Adam([module.beta], lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
+    store: dict[tuple[int, ...], PrefixCache] = {}  # the demonstrations' cache, run once for every step
     epoch_losses: list[float] = []
     stopped: str | None = None
     n_steps = config.epochs * math.ceil(len(prompts) / config.batch_size)
@@ -218,7 +234,19 @@ def fit(
             order = torch.randperm(len(prompts), generator=generator).tolist()
             start = len(losses)
             try:
-                _epoch(module, model, prompts, order, optimizer, config, fwd_hooks, bar, losses)
+                _epoch(
+                    module,
+                    model,
+                    prompts,
+                    order,
+                    optimizer,
+                    config,
+                    fwd_hooks,
+                    bar,
+                    losses,
+                    store,
+                    prefix_cache,
+                )
             except NonFiniteLoss as e:
                 stopped = f"stopped at epoch {epoch}, step {len(losses)}: {e}"
                 break
@@ -255,6 +283,7 @@ def train_reweighting(
     padding_side: PaddingSide = "right",
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
 ) -> tuple[AnchorReweighting, TrainingLog]:
     """Train ``beta`` as the paper does: ``shots`` demonstrations per class and ``aux_shots`` disjoint
     train examples per class (``sample_demonstrations(task, shots, seed, aux_shots)``), each auxiliary
@@ -265,6 +294,7 @@ def train_reweighting(
         per_shot: One ``beta`` per demonstration instead of one per class.
         all_subtokens: Scale every sub-token of multi-token label words.
         fwd_hooks: The caller's hooks, active in every training step (before the re-weighting hooks).
+        prefix_cache: Run the demonstrations once for all steps (see :func:`anchorlens.predict`).
 
     Raises:
         AnchorlensError: too few train examples of a class, demonstrations lacking a class, no auxiliary
@@ -283,5 +313,5 @@ def train_reweighting(
         model, task, list(demos.aux), demonstrations=Demonstrations(demos.demos, (), demos.seed)
     )
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, padding_side=padding_side)
-    log = fit(module, model, train, config, fwd_hooks=fwd_hooks, progress=progress)
+    log = fit(module, model, train, config, fwd_hooks=fwd_hooks, progress=progress, prefix_cache=prefix_cache)
     return module, log
