@@ -120,13 +120,18 @@ def capture_hooks(
     """Observe activations without changing them: ``store[suffix][layer] = reduce(activation, layer)``
     for every hook name in ``names`` (``name -> layer``); ``suffix`` is the part after ``attn.``
     (``hook_pattern``, ``hook_rot_q``...). ``reduce`` should make the stored tensor small (one row, a few
-    columns), detached."""
+    columns), detached. Keyed by the name asked for, not ``hook.name``: on TransformerBridge an alias
+    (``hook_q``) fires on the hook point it stands for (``q.hook_out``)."""
 
-    def hook(x: Tensor, hook: Any) -> None:
-        layer = names[hook.name]
-        store.setdefault(hook.name.rsplit(".", 1)[-1], {})[layer] = reduce(x, layer)
+    def make(name: str) -> HookFn:
+        layer, suffix = names[name], name.rsplit(".", 1)[-1]
 
-    return [(name, hook) for name in names]
+        def hook(x: Tensor, hook: Any) -> None:
+            store.setdefault(suffix, {})[layer] = reduce(x, layer)
+
+        return hook
+
+    return [(name, make(name)) for name in names]
 
 
 def restart_positions_hook(w_pos: Float[Tensor, "n_ctx d_model"], real: Bool[Tensor, "batch pos"]) -> FwdHook:

