@@ -29,7 +29,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import gradient_multiplier_hooks
 from anchorlens.layers import layer_thirds
 from anchorlens.models import frozen
-from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch
+from anchorlens.prompts import IclPrompt, PaddingSide, PromptBatch, collate, pad_token_id
 from anchorlens.runner import BatchHooks, HookSpec, forward_batches
 
 HeadReduction = Literal["sum", "abs"]
@@ -143,11 +143,16 @@ def _check_grad_batch(batch: PromptBatch) -> None:
         raise AnchorlensError("Saliency's loss needs the gold label of every query; some prompts have none.")
 
 
-def _label_loss(batch: PromptBatch, logits: Tensor) -> Tensor:
-    """The summed cross-entropy of each row's label-restricted logits against its gold label."""
+def _row_losses(batch: PromptBatch, logits: Tensor) -> Float[Tensor, " batch"]:
+    """Each row's cross-entropy of its label-restricted logits against its gold label."""
     labels = torch.tensor([p.label for p in batch.prompts], device=logits.device)
     ids = torch.tensor(batch.prompts[0].label_token_ids, device=logits.device)
-    return F.cross_entropy(logits[:, ids].float(), labels, reduction="sum")
+    return F.cross_entropy(logits[:, ids].float(), labels, reduction="none")
+
+
+def _label_loss(batch: PromptBatch, logits: Tensor) -> Tensor:
+    """The summed cross-entropy of each row's label-restricted logits against its gold label."""
+    return _row_losses(batch, logits).sum()
 
 
 def pattern_gradients(
@@ -157,19 +162,27 @@ def pattern_gradients(
     *,
     per_head: bool = False,
     check: Callable[[PromptBatch], None] | None = None,
+    row_losses: Callable[[PromptBatch, Tensor], Tensor] | None = None,
 ) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, "layer batch head query key"]]]:
     """``(indices, batch, A * dL/dA)`` of every pass that ``run(own_hooks)`` makes, ``L = loss(batch, out)``:
     multipliers at every ``hook_pattern`` (after the caller's hooks), ``torch.autograd.grad``, parameters
     frozen and grad on for each forward and backward only, never across the yield. ``check`` sees each batch
-    before its forward. Shared by :func:`saliency_batches` and span flows."""
+    before its forward. Shared by :func:`saliency_batches` and span flows.
+
+    When ``run`` reuses a prefix (a ``"prefix"`` pass, then ``"query"`` batches on its cache), the prefix's
+    multipliers are shared by the batch's rows, so their gradients are taken per row (``row_losses``, one
+    batched backward) and the batch is yielded as its full, right-padded prompts with the gradients in their
+    coordinates (:func:`cached_multiplier_gradients`)."""
     n_layers = model.cfg.n_layers
     store: dict[int, Tensor] = {}
+    prefix: dict[int, Tensor] = {}
 
     def own(batch: PromptBatch) -> list[Any]:
         if check is not None:
             check(batch)
-        store.clear()
-        return gradient_multiplier_hooks(range(n_layers), store, per_head)
+        target = prefix if batch.kind == "prefix" else store
+        target.clear()
+        return gradient_multiplier_hooks(range(n_layers), target, per_head)
 
     runs = run(own)
     while True:
@@ -178,8 +191,37 @@ def pattern_gradients(
             if item is None:
                 return
             index, batch, out = item
-            grads = multiplier_gradients(loss(batch, out), store, n_layers)
+            if batch.kind == "query" and prefix:
+                if row_losses is None:
+                    raise AnchorlensError("Gradients on a prefix cache need per-row losses (row_losses=).")
+                grads = cached_multiplier_gradients(row_losses(batch, out), prefix, store, n_layers)
+                batch = collate(
+                    batch.prompts, pad_token_id(model), "right", batch.tokens.device, batch.indices
+                )
+            else:
+                grads = multiplier_gradients(loss(batch, out), store, n_layers)
         yield index, batch, grads
+
+
+def _check_multipliers(store: dict[int, Tensor], n_layers: int) -> list[Tensor]:
+    missing = [layer for layer in range(n_layers) if layer not in store]
+    if missing:
+        raise AnchorlensError(
+            f"blocks.{missing[0]}.attn.hook_pattern never ran, so its saliency cannot be measured "
+            "(does this model call hook_pattern in its attention?)."
+        )
+    return [store[layer] for layer in range(n_layers)]
+
+
+def _check_used(grads: Sequence[Tensor | None]) -> list[Tensor]:
+    dead = [layer for layer, g in enumerate(grads) if g is None]
+    if dead:
+        raise AnchorlensError(
+            f"blocks.{dead[0]}.attn.hook_pattern is not in the forward path (a hook detached it, or the "
+            "model only observes it), so A * dL/dA is undefined there. Remove hooks that detach the "
+            "pattern, or use a model whose hook_pattern feeds the attention output."
+        )
+    return [g for g in grads if g is not None]
 
 
 def multiplier_gradients(
@@ -191,21 +233,45 @@ def multiplier_gradients(
     Raises:
         AnchorlensError: a layer's ``hook_pattern`` never ran or is not in the forward path.
     """
-    missing = [layer for layer in range(n_layers) if layer not in store]
-    if missing:
-        raise AnchorlensError(
-            f"blocks.{missing[0]}.attn.hook_pattern never ran, so its saliency cannot be measured "
-            "(does this model call hook_pattern in its attention?)."
-        )
-    grads = torch.autograd.grad(loss, [store[layer] for layer in range(n_layers)], allow_unused=True)
-    dead = [layer for layer, g in enumerate(grads) if g is None]
-    if dead:
-        raise AnchorlensError(
-            f"blocks.{dead[0]}.attn.hook_pattern is not in the forward path (a hook detached it, or the "
-            "model only observes it), so A * dL/dA is undefined there. Remove hooks that detach the "
-            "pattern, or use a model whose hook_pattern feeds the attention output."
-        )
-    return torch.stack([g for g in grads if g is not None]).detach()
+    inputs = _check_multipliers(store, n_layers)
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return torch.stack(_check_used(grads)).detach()
+
+
+def cached_multiplier_gradients(
+    losses: Float[Tensor, " batch"], prefix: dict[int, Tensor], store: dict[int, Tensor], n_layers: int
+) -> Float[Tensor, "layer batch head query key"]:
+    """``A * dL_r/dA`` of every row ``r`` of a query batch run on a prefix cache, in full-prompt coordinates
+    (``[layer, batch, head, P + query, P + query]``, right-padded).
+
+    The prefix ran once for the batch, so its multipliers (``prefix``, ``[1, head, P, P]``) are shared by the
+    rows: one backward of the summed loss would add the rows' gradients up. Each row's own is one vector-Jacobian
+    product of ``losses`` with a one-hot vector; all of them come from one batched backward
+    (``is_grads_batched``). A query row depends on the prefix and itself only, so its own multipliers'
+    (``store``, ``[batch, head, query, P + query]``) gradient is the diagonal of the batched one.
+    """
+    shared = _check_multipliers(prefix, n_layers)
+    own = _check_multipliers(store, n_layers)
+    b = int(losses.shape[0])
+    one_hot = torch.eye(b, dtype=losses.dtype, device=losses.device)
+    raw = torch.autograd.grad(losses, [*shared, *own], one_hot, is_grads_batched=True, allow_unused=True)
+    # the prefix's attention in the last layers may not reach the query (its keys and values are computed
+    # before it): a zero gradient, as on the full prompt
+    grads = [
+        torch.zeros(b, *m.shape, dtype=m.dtype, device=m.device) if g is None else g
+        for g, m in zip(raw[:n_layers], shared, strict=True)
+    ] + _check_used(raw[n_layers:])
+    rows = torch.arange(b, device=losses.device)
+    out = []
+    for layer in range(n_layers):
+        g_prefix = grads[layer][:, 0]  # [batch, head, P, P]
+        g_query = grads[n_layers + layer][rows, rows]  # [batch, head, query, P + query]
+        n_prefix, width = g_prefix.shape[-1], g_query.shape[-1]
+        full = g_query.new_zeros(b, g_query.shape[1], width, width)
+        full[:, :, :n_prefix, :n_prefix] = g_prefix
+        full[:, :, n_prefix:, :] = g_query
+        out.append(full)
+    return torch.stack(out).detach()
 
 
 def saliency_batches(
@@ -218,6 +284,7 @@ def saliency_batches(
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
     batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
+    prefix_cache: bool | None = None,
 ) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, "layer batch head query key"]]]:
     """``(indices, batch, A * dL/dA)`` for every padded batch, ``[layer, batch, head, query, key]`` (``head``
     is 1 unless ``per_head``).
@@ -227,6 +294,11 @@ def saliency_batches(
     ``torch.autograd.grad`` on multipliers inserted at ``hook_pattern`` after the caller's hooks;
     parameters are frozen meanwhile and never get ``.grad``.
 
+    Prompts sharing their demonstrations (right padding) run them once per batch and the queries on their
+    key/value cache (``prefix_cache``, see :func:`anchorlens.predict`); gradients flow back into the prefix
+    through the cache, per row, and each batch comes back as its full prompts (see
+    :func:`cached_multiplier_gradients`). Prompts with their own demonstrations (``resample=True``) run whole.
+
     Raises:
         AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
             ``hook_pattern`` did not run or is not in the forward path (detached, observational).
@@ -234,11 +306,14 @@ def saliency_batches(
     loop: dict[str, Any] = dict(
         batch_size=batch_size, padding_side=padding_side, progress=progress, batches=batches, desc="saliency"
     )
+    loop.update(share_prefix=padding_side == "right", prefix_cache=prefix_cache)
 
     def run(own: BatchHooks) -> Iterator[tuple[list[int], PromptBatch, Tensor]]:
         return forward_batches(model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop)
 
-    yield from pattern_gradients(model, run, _label_loss, per_head=per_head, check=_check_grad_batch)
+    yield from pattern_gradients(
+        model, run, _label_loss, per_head=per_head, check=_check_grad_batch, row_losses=_row_losses
+    )
 
 
 def batch_saliency(
@@ -263,6 +338,7 @@ def saliency(
     fwd_hooks: HookSpec = None,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
+    prefix_cache: bool | None = None,
 ) -> SaliencyResult:
     """Measure the paper's three information flows on every prompt.
 
@@ -278,6 +354,7 @@ def saliency(
             modified model (e.g. under an isolation).
         padding_side: ``"right"`` (default) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
+        prefix_cache: Run shared demonstrations once per batch (see :func:`saliency_batches`).
     """
     if len(prompts) == 0:
         raise AnchorlensError("No prompts to measure.")
@@ -297,6 +374,7 @@ def saliency(
         batch_size=batch_size,
         padding_side=padding_side,
         progress=progress,
+        prefix_cache=prefix_cache,
     ):
         g = grads.float()
         sal = g.sum(2).abs() if heads == "sum" else g.abs().sum(2)  # [layer, batch, q, k]

@@ -142,3 +142,38 @@ def test_a_hook_that_fails_on_cached_shapes_names_prefix_cache(tiny: Any, prompt
         al.predict(tiny, prompts[:1], fwd_hooks=hooks)  # full prompts: fine
     with pytest.raises(AnchorlensError, match="prefix_cache"):
         al.predict(tiny, prompts[:1], fwd_hooks=hooks, prefix_cache=True)
+
+
+@pytest.mark.parametrize("heads", ["sum", "abs"])
+def test_saliency_with_fixed_demonstrations_equals_full_prompts(
+    tiny: Any, prompts: al.PromptSet, heads: str
+) -> None:
+    full = al.saliency(tiny, prompts, batch_size=3, heads=heads, prefix_cache=False)
+    reuse = al.saliency(tiny, prompts, batch_size=3, heads=heads)
+    for k, v in full.curves().items():
+        torch.testing.assert_close(reuse.curves()[k], v, rtol=1e-4, atol=1e-9)
+    for k in ("S_wp", "S_pq", "S_ww"):
+        torch.testing.assert_close(getattr(reuse, k), getattr(full, k), rtol=1e-4, atol=1e-9)
+
+
+def test_saliency_matrices_are_per_query_through_the_cache(tiny: Any, prompts: al.PromptSet) -> None:
+    """The prefix's multipliers are shared by a batch; each query's gradient of them is its own."""
+    full = al.saliency(tiny, prompts[:4], batch_size=4, keep="heads", prefix_cache=False)
+    reuse = al.saliency(tiny, prompts[:4], batch_size=4, keep="heads")
+    assert full.matrices is not None and reuse.matrices is not None
+    n_demo = prompts[0].query_start
+    for a, b in zip(full.matrices, reuse.matrices, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+    # the rows' prefix blocks differ (a summed gradient would make them equal)
+    assert not torch.allclose(
+        reuse.matrices[0][..., :n_demo, :n_demo], reuse.matrices[1][..., :n_demo, :n_demo]
+    )
+
+
+def test_saliency_with_resampled_demonstrations_runs_full_prompts(tiny: Any, toy_task: al.Task) -> None:
+    mixed = al.build_prompts(tiny, toy_task, n=4, shots=1, seed=42, resample=True)
+    torch.testing.assert_close(
+        al.saliency(tiny, mixed, batch_size=2).S_pq,
+        al.saliency(tiny, mixed, batch_size=2, prefix_cache=False).S_pq,
+    )
