@@ -35,7 +35,7 @@ def _parent(title: str, names: Sequence[str], **overrides: dict[str, Any]) -> ar
 def _one_run_parents(batch_size: int = 8) -> list[argparse.ArgumentParser]:
     """The flags of ``predict`` and every experiment's sub-command."""
     return [
-        _parent("model and data", ("model", "task", "data_dir", "device", "dtype", "cache_dir")),
+        _parent("model and data", ("model", "task", "data_dir", "device", "backend", "dtype", "cache_dir")),
         _parent(
             "prompts",
             ("shots", "n", "seed", "test_order", "sampling", "labels", "label_words", "on_overflow"),
@@ -52,7 +52,7 @@ def _add_reproduce(sub: Any) -> None:
         "task and seed, average over seeds as the paper does, and write OUT/report.html (self-contained), "
         "OUT/report.md and OUT/results.json. Results are cached in OUT/cache: a second run skips finished work.",
         parents=[
-            _parent("model and data", ("model", "data_dir", "device", "cache_dir")),
+            _parent("model and data", ("model", "data_dir", "device", "backend", "cache_dir")),
             _parent("run", ("batch_size", "out", "quiet")),
             _parent(
                 "what to run",
@@ -114,9 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     """The task (first: a data problem should not wait for a model load), the model and the warnings
     about the flags (``--n`` larger than the test split), already printed on stderr."""
-    from anchorlens.models import load_model
     from anchorlens.prompts import class_balance_warning, sample_test
-    from anchorlens.registry import size_warnings
+    from anchorlens.registry import load_for, size_warnings
     from anchorlens.tasks import load_task, relabel
 
     task = load_task(args.task, args.data_dir)
@@ -127,7 +126,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     ]
     for line in warnings:
         print(f"anchorlens: warning: {line}", file=sys.stderr)
-    model = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
+    model = load_for(args)  # args.backend: the backend that loaded it
     if args.labels != "natural" or args.label_words:
         words = _csv(args.label_words) if args.label_words else None
         task = relabel(task, args.labels, tokenizer=model.tokenizer, words=words)
@@ -154,6 +153,7 @@ def _prompts(args: argparse.Namespace, model: Any, task: Any, resample: bool = F
 def _meta(args: argparse.Namespace, task: Any, prompts: Any, seconds: float) -> dict[str, Any]:
     return {
         "model": args.model,
+        "backend": args.backend,
         "task": task.name,
         "n": len(prompts),
         "n_requested": args.n,
@@ -217,8 +217,8 @@ def cmd_experiment(exp: Experiment, args: argparse.Namespace) -> int:
     result, seconds = _timed(lambda: exp.cli_run(ctx))
     recorded = {name: getattr(args, name) for name in exp.recorded}
     if prompts is None:  # the result says which queries it used
-        extra = {"model": args.model, "test_order": "paper", "n_requested": args.n, "warnings": warnings}
-        payload = {**result.to_json(), **extra}
+        extra = {"model": args.model, "backend": args.backend, "test_order": "paper", "n_requested": args.n}
+        payload = {**result.to_json(), **extra, "warnings": warnings}
     else:
         payload = {
             **_meta(args, task, prompts, seconds),
@@ -255,7 +255,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if len(args.k) != 1:
         raise AnchorlensError(f"reproduce isolates one number of layers; --k got {args.k}.")
     same = ["model", "n", "out", "shots", "batch_size", "reweight_epochs", "random_top", "data_dir", "device"]
-    same += ["cache_dir", "sampling", "labels"]
+    same += ["cache_dir", "sampling", "labels", "backend"]
     cfg = ReproduceConfig(
         **{name: getattr(args, name) for name in same},  # flags of the same name
         tasks=_csv(args.tasks),

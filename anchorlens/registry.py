@@ -209,6 +209,20 @@ def verdict_over_tasks(holds: Mapping[str, bool], claim: str) -> str:
     )
 
 
+def load_for(args: Any) -> Any:
+    """The model the CLI flags ask for (``--model``, ``--backend``, ``--device``...), checked to take
+    attention edits (:func:`anchorlens.backends.require_attention_edits`) before any experiment runs;
+    ``args.backend`` becomes the backend that loaded it, for the outputs to record."""
+    from anchorlens.backends import EDIT_POINTS, backend_of, require_attention_edits
+    from anchorlens.models import load_model
+
+    flags = ("backend", "device", "dtype", "cache_dir")
+    model = load_model(args.model, **{k: getattr(args, k) for k in flags if hasattr(args, k)})
+    require_attention_edits(model, EDIT_POINTS)
+    args.backend = backend_of(model)
+    return model
+
+
 def size_warnings(tasks: Mapping[str, Any], n: int) -> list[str]:
     """One line per task whose test split has fewer than the ``n`` queries asked for."""
     return [
@@ -842,6 +856,12 @@ FLAGS: dict[str, Option] = {
         help="folder holding <task>/train.jsonl and test.jsonl (default: $ANCHORLENS_DATA, then ../shared/data)",
     ),
     "device": _opt("--device", default=None, help="cpu, cuda, ... (default: cuda if available, else cpu)"),
+    "backend": _opt(
+        "--backend",
+        default=None,
+        help="TransformerLens front-end: 'hooked' (HookedTransformer, TL 3.x) or 'bridge' (TransformerBridge, "
+        "TL 3.9 and 4.x) (default: hooked where TL 3.x is installed, else bridge)",
+    ),
     "dtype": _opt(
         "--dtype", default="float32", help="model dtype: float32, bfloat16, float16 (default: %(default)s)"
     ),

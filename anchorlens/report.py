@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from anchorlens.backends import check_backend
 from anchorlens.errors import AnchorlensError
 from anchorlens.paper import CLAIMS, METHOD_NAMES, PAPER
 from anchorlens.regimes import regime_section, regime_summary, reproduce_regimes
@@ -59,6 +60,7 @@ class ReproduceConfig:
     random_top: int = 20
     data_dir: str | None = None
     device: str | None = None
+    backend: str | None = None  # "hooked" or "bridge"; None: the default, resolved in reproduce()
     cache_dir: str | None = None
     sampling: str = "random"
     labels: str = "natural"
@@ -69,8 +71,9 @@ class ReproduceConfig:
 def settings_key(cfg: ReproduceConfig) -> str:
     """A short name for what changes a result (not tasks, seeds, paths) and the cache format (2: from_json)."""
     keys = ("model", "n", "shots", "k", "batch_size", "reweight_epochs", "random_top")
-    options = {"sampling": "random", "labels": "natural", "label_words": ()}  # in the key when not these
-    chosen = {k: getattr(cfg, k) for k, default in options.items() if getattr(cfg, k) != default}
+    # in the key when not these (old caches keep their keys)
+    options = {"sampling": "random", "labels": "natural", "label_words": (), "backend": "hooked"}
+    chosen = {k: getattr(cfg, k) for k, default in options.items() if getattr(cfg, k) not in (default, None)}
     text = json.dumps({"format": 2, **{k: getattr(cfg, k) for k in keys}, **chosen}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -107,7 +110,10 @@ class _Models:
         if self.loaded is None:
             from anchorlens.models import load_model
 
-            self.loaded = load_model(self.cfg.model, device=self.cfg.device, cache_dir=self.cfg.cache_dir)
+            cfg = self.cfg
+            self.loaded = load_model(
+                cfg.model, backend=cfg.backend, device=cfg.device, cache_dir=cfg.cache_dir
+            )
         return self.loaded
 
 
@@ -157,6 +163,7 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True, regimes: dict[str, An
     bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
     if bad:
         raise AnchorlensError(f"Unknown experiment(s) {bad}; choose from {EXPERIMENTS}.")
+    cfg = replace(cfg, backend=check_backend(cfg.backend))  # results.json and the pages say which
     if "," in cfg.labels:
         return reproduce_regimes(cfg, progress, reproduce)
     out = Path(cfg.out)
@@ -211,6 +218,7 @@ def _settings_line(cfg: ReproduceConfig, trained: str) -> str:
         f"10)"
         + ("" if cfg.labels == "natural" else f"; {cfg.labels} label words")
         + ("" if cfg.sampling == "random" else f"; {cfg.sampling} test sampling")
+        + f"; TransformerLens {cfg.backend or 'hooked'} backend"
     )
 
 

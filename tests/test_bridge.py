@@ -243,3 +243,71 @@ def test_smollm2_through_the_bridge_matches_hf() -> None:
         assert torch.allclose(bridge(ids), hf(ids).logits, atol=1e-4)
     pred = al.predict(bridge, al.build_prompts(bridge, al.load_task("sst2"), n=4, shots=1, seed=42))
     assert len(pred) == 4 and pred.accuracy >= 0.5
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line and the report
+
+
+def _cli(tmp_path: Any, command: str, *flags: str) -> int:
+    from anchorlens import cli
+    from tests.test_cli import _user_task
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    task = _user_task(tmp_path / "task")
+    out = ["--task", str(task), "--n", "3", "--out", str(tmp_path / "o"), "--quiet"]
+    return cli.main([command, "--model", "x", *flags, *out])
+
+
+def test_every_sub_command_takes_backend() -> None:
+    from anchorlens.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    for name, command in sub.choices.items():  # type: ignore[attr-defined]
+        assert "--backend" in command._option_string_actions, name
+
+
+def test_cli_backend_reaches_the_loader_and_the_output(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    seen: dict[str, Any] = {}
+    model = tiny_bridge("llama", n_key_value_heads=2)
+
+    def load(name: str, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return model
+
+    monkeypatch.setattr("anchorlens.models.load_model", load)
+    assert _cli(tmp_path, "predict", "--backend", "bridge") == 0
+    assert seen["backend"] == "bridge"
+    assert json.loads((tmp_path / "o" / "predict.json").read_text())["backend"] == "bridge"
+
+
+def test_cli_bad_backends_exit_2(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli(tmp_path / "a", "predict", "--backend", "jax") == 2
+    assert "Unknown backend 'jax'" in capsys.readouterr().err
+    monkeypatch.setattr(backends, "hooked_available", lambda: False)
+    assert _cli(tmp_path / "b", "saliency", "--backend", "hooked") == 2
+    assert "HookedTransformer, which TransformerLens 3.x has" in capsys.readouterr().err
+
+
+def test_cli_refuses_gptj_before_any_experiment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: tiny_bridge("gptj"))
+    assert _cli(tmp_path, "isolation", "--backend", "bridge") == 2
+    assert "GPTJForCausalLM through TransformerBridge uses AttentionBridge" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_says_which_backend() -> None:
+    from anchorlens.report import ReproduceConfig, _settings_line, settings_key
+
+    hooked, bridge = ReproduceConfig(backend="hooked"), ReproduceConfig(backend="bridge")
+    assert "TransformerLens bridge backend" in _settings_line(bridge, "")
+    assert settings_key(hooked) == settings_key(ReproduceConfig()) != settings_key(bridge)
