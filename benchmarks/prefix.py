@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -125,8 +126,8 @@ def main() -> None:
         for exp, (run, numbers, preds) in experiments(model, task, prompts, args).items():
             if chosen and exp not in chosen:
                 continue
-            full, t_full = _timed(lambda run=run: run(False), args.repeats)
-            reuse, t_reuse = _timed(lambda run=run: run(None), args.repeats)
+            full, t_full = _timed(partial(run, False), args.repeats)
+            reuse, t_reuse = _timed(partial(run, None), args.repeats)
             a, b = numbers(full), numbers(reuse)
             rows[exp] = {
                 "full_s": round(t_full, 3),
