@@ -67,7 +67,8 @@ def regime_rows(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per task, the comparison's numbers from one reproduction's ``results.json`` (None: not run)."""
     rows: dict[str, dict[str, Any]] = {}
     for task in results["tasks"]:
-        row: dict[str, Any] = {"label_words": ", ".join(results.get("label_words", {}).get(task, []))}
+        words = results.get("label_words", {}).get(task, [])
+        row: dict[str, Any] = {"label_words": ", ".join(w.strip() for w in words)}
         sal = results.get("saliency", {}).get("per_task", {}).get(task)
         row["crossover"] = crossover(sal["S_wp_norm"], sal["S_pq_norm"]) if sal else None
         iso = results.get("isolation", {}).get("per_task", {}).get(task)

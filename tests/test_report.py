@@ -111,7 +111,7 @@ def test_reproduce_compares_label_regimes(tmp_path: Path, monkeypatch: pytest.Mo
     assert row["isolation_effect"] == pytest.approx(
         iso["random/first"]["label_loyalty"] - iso["label/first"]["label_loyalty"]
     )
-    assert row["label_words"] == " Sports,  Business,  World"
+    assert row["label_words"] == "Sports, Business, World"
     for key in ("crossover", "deep_aucroc", "reweighting_gain", "accuracy"):
         assert key in row
     md = (out / "report.md").read_text()

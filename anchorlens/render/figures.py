@@ -37,6 +37,8 @@ def plot_saliency(
         ax.plot(range(len(ys)), ys, ls, color=color, label=label, lw=2)
         if normalized and bands and key + suffix in bands:
             shade(ax, bands[key + suffix], color)
+    if normalized and bands:
+        ci_note(fig, "shaded")
     ax.set_xlabel("layer")
     ax.set_ylabel("relative size" if normalized else "mean saliency")
     if normalized:
@@ -87,6 +89,8 @@ def plot_isolation(
             edgecolor="white",
             label=f"{anchors} words, {layers} {k} layers",
         )
+    if bands:
+        ci_note(fig, "bars")
     ax.set_xticks([0, 1], ["label loyalty", "word loyalty"])
     ax.set_ylim(0, 1.05)
     ax.set_title(title or f"Isolation in the first / last {k} layers")
@@ -142,6 +146,7 @@ def plot_deep(
             ax.plot(range(len(auc)), auc, ls, color="#1f77b4", lw=2, label=label)
             if bands and key in bands:
                 shade(ax, bands[key], "#1f77b4")
+                ci_note(fig, "shaded")
     ax.axhline(0.5, color="#1f77b4", lw=0.8, ls=":")
     ax.set_xlabel("layer")
     ax.set_ylabel("AUCROC$_l$", color="#1f77b4")
@@ -161,6 +166,11 @@ def shade(ax: Any, interval: Any, color: str) -> None:
     """A shaded band between ``interval = [lower, upper]`` (per x; None: undefined there, left open)."""
     lo, hi = ([math.nan if v is None else float(v) for v in side] for side in interval)
     ax.fill_between(range(len(lo)), lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def ci_note(fig: Figure, what: str) -> None:
+    """Say in the figure's corner what its bands or bars are."""
+    fig.text(0.99, 0.005, f"{what}: 95% bootstrap interval over queries", ha="right", va="bottom", fontsize=6)
 
 
 def _yerr(ys: list[float], intervals: list[Any]) -> list[list[float]]:
