@@ -6,6 +6,13 @@ that need each row's positions (``batch.indices`` says which prompts of the full
 caller's hooks are added before the experiment's own hooks, so at a shared hook point anchorlens sees the
 activation as the caller's hooks left it (see :mod:`anchorlens.hooks`). Everything runs under
 ``model.hooks(...)``, so nothing stays attached after an exception.
+
+Prefix reuse (:func:`forward_batches`' ``share_prefix`` and ``prefix_cache``): prompts sharing their
+demonstrations run them once, as a ``"prefix"`` batch (one row, ``hook_pattern`` ``[1, head, P, P]``), and each
+batch's queries on their key/value cache, as a ``"query"`` batch (``hook_pattern`` ``[batch, head, Q, P + Q]``:
+row ``i`` is prompt position ``P + i``, key column ``j`` prompt position ``j``; ``hook_k``/``hook_q`` see the query
+tokens only). A caller's hooks see only ``"full"`` batches unless the caller passes ``prefix_cache=True``;
+anchorlens' own hook functions are marked :func:`prefix_aware` and work on every kind.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from anchorlens._typing import VocabLogits
-from anchorlens.backends import is_bridge, require_attention_edits
+from anchorlens.backends import forward_arguments, is_bridge, require_attention_edits
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import FwdHook
 from anchorlens.kvcache import (
@@ -141,7 +148,8 @@ def target_logits(
             )
             final = resid[rows, batch.target][:, None, :]
             return model.unembed(model.ln_final(final))[:, 0, :]
-        logits = model(batch.tokens, attention_mask=batch.attention_mask, **forward_kwargs)
+        # On the Bridge a key/value cache becomes a Hugging Face one with explicit positions.
+        logits = model(batch.tokens, **forward_arguments(model, batch.attention_mask, forward_kwargs))
         return logits[rows, batch.target]
 
 

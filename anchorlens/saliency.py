@@ -294,10 +294,13 @@ def saliency_batches(
     ``torch.autograd.grad`` on multipliers inserted at ``hook_pattern`` after the caller's hooks;
     parameters are frozen meanwhile and never get ``.grad``.
 
-    Prompts sharing their demonstrations (right padding) run them once per batch and the queries on their
-    key/value cache (``prefix_cache``, see :func:`anchorlens.predict`); gradients flow back into the prefix
-    through the cache, per row, and each batch comes back as its full prompts (see
-    :func:`cached_multiplier_gradients`). Prompts with their own demonstrations (``resample=True``) run whole.
+    With ``prefix_cache=True``, prompts sharing their demonstrations (right padding) run them once per batch and
+    the queries on their key/value cache; gradients flow back into the prefix through the cache, per row, and
+    each batch comes back as its full prompts (see :func:`cached_multiplier_gradients`); prompts with their own
+    demonstrations (``resample=True``) run whole. It is off by default: every query needs its own backward
+    through the prefix (the prefix's saliency is per query), so only the prefix's forward is saved, at most
+    ~1.3x in theory, and the batched backward measured 0.78x of the full prompts' speed on 2 CPU cores
+    (``benchmarks/prefix.py``, AG News, batch 4).
 
     Raises:
         AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
@@ -306,7 +309,8 @@ def saliency_batches(
     loop: dict[str, Any] = dict(
         batch_size=batch_size, padding_side=padding_side, progress=progress, batches=batches, desc="saliency"
     )
-    loop.update(share_prefix=padding_side == "right", prefix_cache=prefix_cache)
+    # opt-in only: measured slower than full prompts on CPU (see the docstring)
+    loop.update(share_prefix=padding_side == "right" and prefix_cache is True, prefix_cache=prefix_cache)
 
     def run(own: BatchHooks) -> Iterator[tuple[list[int], PromptBatch, Tensor]]:
         return forward_batches(model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop)
@@ -354,7 +358,8 @@ def saliency(
             modified model (e.g. under an isolation).
         padding_side: ``"right"`` (default) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
-        prefix_cache: Run shared demonstrations once per batch (see :func:`saliency_batches`).
+        prefix_cache: True: run shared demonstrations once per batch (see :func:`saliency_batches`; off by
+            default, as it is not faster on CPU).
     """
     if len(prompts) == 0:
         raise AnchorlensError("No prompts to measure.")

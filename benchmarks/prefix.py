@@ -3,7 +3,8 @@ the queries on their key/value cache / time on full prompts, and the largest dif
 
 Per task, per experiment (one fixed demonstration set, ``n`` queries):
 
-- ``speedup``: time without reuse (``prefix_cache=False``) / time with it (the default);
+- ``speedup``: time without reuse (``prefix_cache=False``) / time with it (``prefix_cache=True``; the default
+  everywhere but saliency);
 - ``max_abs_diff``: the largest absolute difference of the result's numbers (label-word logits; the
   loyalties; the attention array; the keys and queries; the trained ``beta``; the saliency curves);
 - ``same_predictions``: whether every predicted class is the same.
@@ -127,7 +128,7 @@ def main() -> None:
             if chosen and exp not in chosen:
                 continue
             full, t_full = _timed(partial(run, False), args.repeats)
-            reuse, t_reuse = _timed(partial(run, None), args.repeats)
+            reuse, t_reuse = _timed(partial(run, True), args.repeats)
             a, b = numbers(full), numbers(reuse)
             rows[exp] = {
                 "full_s": round(t_full, 3),

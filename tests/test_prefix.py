@@ -149,7 +149,7 @@ def test_saliency_with_fixed_demonstrations_equals_full_prompts(
     tiny: Any, prompts: al.PromptSet, heads: str
 ) -> None:
     full = al.saliency(tiny, prompts, batch_size=3, heads=heads, prefix_cache=False)
-    reuse = al.saliency(tiny, prompts, batch_size=3, heads=heads)
+    reuse = al.saliency(tiny, prompts, batch_size=3, heads=heads, prefix_cache=True)
     for k, v in full.curves().items():
         torch.testing.assert_close(reuse.curves()[k], v, rtol=1e-4, atol=1e-9)
     for k in ("S_wp", "S_pq", "S_ww"):
@@ -159,7 +159,7 @@ def test_saliency_with_fixed_demonstrations_equals_full_prompts(
 def test_saliency_matrices_are_per_query_through_the_cache(tiny: Any, prompts: al.PromptSet) -> None:
     """The prefix's multipliers are shared by a batch; each query's gradient of them is its own."""
     full = al.saliency(tiny, prompts[:4], batch_size=4, keep="heads", prefix_cache=False)
-    reuse = al.saliency(tiny, prompts[:4], batch_size=4, keep="heads")
+    reuse = al.saliency(tiny, prompts[:4], batch_size=4, keep="heads", prefix_cache=True)
     assert full.matrices is not None and reuse.matrices is not None
     n_demo = prompts[0].query_start
     for a, b in zip(full.matrices, reuse.matrices, strict=True):
@@ -173,7 +173,21 @@ def test_saliency_matrices_are_per_query_through_the_cache(tiny: Any, prompts: a
 
 def test_saliency_with_resampled_demonstrations_runs_full_prompts(tiny: Any, toy_task: al.Task) -> None:
     mixed = al.build_prompts(tiny, toy_task, n=4, shots=1, seed=42, resample=True)
+    with pytest.warns(PrefixCacheFallback):
+        reuse = al.saliency(tiny, mixed, batch_size=2, prefix_cache=True)
+    torch.testing.assert_close(reuse.S_pq, al.saliency(tiny, mixed, batch_size=2, prefix_cache=False).S_pq)
+
+
+@pytest.mark.real
+def test_smollm2_reuse_equals_full_prompts(smollm2: Any) -> None:
+    prompts = al.build_prompts(smollm2, al.load_task("sst2"), n=6, shots=1, seed=42)
+    full = al.predict(smollm2, prompts, batch_size=3, prefix_cache=False)
+    same_predictions(al.predict(smollm2, prompts, batch_size=3), full)
+    deep_full = al.deep(smollm2, prompts, batch_size=3, prefix_cache=False)
     torch.testing.assert_close(
-        al.saliency(tiny, mixed, batch_size=2).S_pq,
-        al.saliency(tiny, mixed, batch_size=2, prefix_cache=False).S_pq,
+        al.deep(smollm2, prompts, batch_size=3).attention, deep_full.attention, atol=1e-5, rtol=1e-4
     )
+    sal_full = al.saliency(smollm2, prompts[:2], batch_size=2, prefix_cache=False)
+    sal = al.saliency(smollm2, prompts[:2], batch_size=2, prefix_cache=True)
+    for k, v in sal_full.curves().items():
+        torch.testing.assert_close(sal.curves()[k], v, rtol=1e-4, atol=1e-10)
