@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from anchorlens.backends import BridgePrefixFill, is_bridge
 from anchorlens.prompts import IclPrompt, PromptBatch
 
 
@@ -61,17 +62,19 @@ class PrefixCache:
     mask: Int[Tensor, " pos"]
 
     @classmethod
-    def from_filled(cls, cache: Any, positions: Sequence[int] | None = None) -> PrefixCache:
-        """The first row of a cache filled by a forward pass (:func:`empty_cache`), at ``positions``
-        (default all; a subset keeps each position's gap to the previous kept one as its mask entry)."""
-        if positions is None:
-            keys = tuple(e.past_keys[:1] for e in cache.entries)
-            values = tuple(e.past_values[:1] for e in cache.entries)
-            return cls(keys, values, cache.previous_attention_mask[0])
-        idx = torch.tensor(list(positions), device=cache.previous_attention_mask.device)
-        keys = tuple(e.past_keys[:1, idx].clone() for e in cache.entries)
-        values = tuple(e.past_values[:1, idx].clone() for e in cache.entries)
-        return cls(keys, values, torch.diff(idx, prepend=torch.tensor([-1], device=idx.device)))
+    def from_filled(cls, cache: Any) -> PrefixCache:
+        """The first row of a cache filled by a forward pass of the prefix (:func:`empty_cache`)."""
+        keys = tuple(e.past_keys[:1] for e in cache.entries)
+        values = tuple(e.past_values[:1] for e in cache.entries)
+        return cls(keys, values, cache.previous_attention_mask[0])
+
+    def select(self, positions: Sequence[int]) -> PrefixCache:
+        """The cached entries at ``positions`` (sorted) of a full-prefix cache, copied; each one's mask entry
+        is its gap to the previous kept position, so the cumulative sum still gives the original positions."""
+        idx = torch.tensor(list(positions), device=self.mask.device)
+        keys = tuple(k[:, idx].clone() for k in self.keys)
+        values = tuple(v[:, idx].clone() for v in self.values)
+        return PrefixCache(keys, values, torch.diff(idx, prepend=torch.tensor([-1], device=idx.device)))
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
@@ -102,6 +105,9 @@ class PrefixCache:
 def empty_cache(model: Any, batch_size: int = 1) -> Any:
     """A fresh cache that a forward pass of the prefix (``past_kv_cache=``) fills."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    if is_bridge(model):  # a Hugging Face cache, read back in TransformerLens' layout
+        return BridgePrefixFill(model)
 
     return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch_size=batch_size)
 
