@@ -311,3 +311,63 @@ def test_report_says_which_backend() -> None:
     hooked, bridge = ReproduceConfig(backend="hooked"), ReproduceConfig(backend="bridge")
     assert "TransformerLens bridge backend" in _settings_line(bridge, "")
     assert settings_key(hooked) == settings_key(ReproduceConfig()) != settings_key(bridge)
+
+
+# ------------------------------------------------------------------------------------------------
+# Compression: the anchor cache as a Hugging Face cache with explicit positions
+
+
+def test_bridge_prefix_cache_is_filled_and_used(pair: tuple[Any, Any]) -> None:
+    """transformers 5.24 hands the attention its cache under a new name; TL must still fill and read it."""
+    from anchorlens.kvcache import PrefixCache, empty_cache
+
+    bridge, _ = pair
+    toks = torch.arange(3, 23)[None]
+    cache = empty_cache(bridge)
+    with torch.no_grad():
+        full = bridge(toks)
+        bridge(toks[:, :12], **cache.forward_kwargs())
+        assert cache.hf.get_seq_length() == 12
+        mask = torch.ones(1, 8, dtype=torch.long)
+        tl_cache = PrefixCache.from_filled(cache).forward_kwargs(1)
+        query = bridge(toks[:, 12:], **backends.forward_arguments(bridge, mask, tl_cache))
+    torch.testing.assert_close(query, full[:, 12:], atol=1e-4, rtol=1e-4)
+
+
+def test_bridge_compression_equals_the_exact_masked_path(pair: tuple[Any, Any]) -> None:
+    from anchorlens.compression import (
+        anchor_positions,
+        build_anchor_cache,
+        predict_compressed,
+        predict_masked,
+    )
+
+    bridge, _ = pair
+    ps = al.build_prompts(bridge, make_toy_task(), n=6, shots=2, seed=3)
+    kept = anchor_positions(ps[0])
+    fast = predict_compressed(bridge, ps, build_anchor_cache(bridge, ps[0], kept, "original"), batch_size=4)
+    exact = predict_masked(bridge, ps, kept, batch_size=3)
+    torch.testing.assert_close(fast.label_logits, exact.label_logits, atol=1e-4, rtol=1e-4)
+    every = list(range(ps[0].query_start))
+    for positions in ("original", "compacted"):
+        got = predict_compressed(
+            bridge, ps, build_anchor_cache(bridge, ps[0], every, positions), batch_size=2
+        )
+        torch.testing.assert_close(
+            got.label_logits, al.predict(bridge, ps).label_logits, atol=1e-4, rtol=1e-4
+        )
+
+
+@needs_hooked
+def test_bridge_compression_equals_hooked_twin(pair: tuple[Any, Any]) -> None:
+    from anchorlens.compression import predict_compressed
+
+    bridge, hooked = pair
+    pb, ph = (al.build_prompts(m, make_toy_task(), n=6, shots=2, seed=3) for m in (bridge, hooked))
+    for positions in ("original", "compacted"):
+        got = predict_compressed(bridge, pb, positions=positions).label_logits
+        ref = predict_compressed(hooked, ph, positions=positions).label_logits
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    cb, ch = al.compression(bridge, pb, timing=False), al.compression(hooked, ph, timing=False)
+    for method, scores in ch.methods.items():
+        assert cb.methods[method] == pytest.approx(scores), method
