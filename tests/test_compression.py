@@ -101,6 +101,10 @@ def test_compression_experiment(tiny, toy_task) -> None:  # type: ignore[no-unty
         sum(len(p) for p in ps) / sum(len(p) - p.query_start for p in ps)
     )
     assert js["speedup"] > 0 and {"full_bs1", "anchor_bs1"} <= set(js["timings"])
+    assert js["timed_queries"] == 6  # every query: fewer than the default subset of 8
+    assert al.compression(tiny, ps, n_random_top=1, timing_queries=2).timed_queries == 2
+    assert al.compression(tiny, ps, n_random_top=1, timing=False).timed_queries is None
+    assert type(res).from_json({k: v for k, v in js.items() if k != "timed_queries"}).timed_queries is None
 
 
 def test_bad_input(gpt2_like, toy_task) -> None:  # type: ignore[no-untyped-def]
