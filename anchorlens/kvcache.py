@@ -36,13 +36,13 @@ from anchorlens.prompts import IclPrompt, PromptBatch
 
 def shared_prefix(prompts: Sequence[IclPrompt]) -> tuple[int, ...] | None:
     """The demonstration tokens every prompt starts with (``query_start`` and the tokens before it equal),
-    or None when they differ or are empty."""
+    or None when they differ, are empty, or some prompt has no query token after them."""
     if not prompts or prompts[0].query_start < 1:
         return None
     start = prompts[0].query_start
     prefix = prompts[0].tokens[:start]
     for p in prompts:
-        if p.query_start != start or p.tokens[:start] != prefix:
+        if p.query_start != start or len(p) <= start or p.tokens[:start] != prefix:
             return None
     return prefix
 
