@@ -200,7 +200,7 @@ class BridgePrefixFill:
         from transformers import DynamicCache
 
         self.model = model
-        self.hf = DynamicCache(config=model.original_model.config)
+        self.hf: Any = DynamicCache(config=model.original_model.config)
 
     def forward_kwargs(self) -> dict[str, Any]:
         return hf_cache_kwargs(self.model, self.hf)
