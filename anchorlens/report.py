@@ -24,7 +24,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from anchorlens.backends import check_backend
 from anchorlens.errors import AnchorlensError
 from anchorlens.paper import CLAIMS, METHOD_NAMES, PAPER
 from anchorlens.regimes import regime_section, regime_summary, reproduce_regimes
@@ -163,6 +162,8 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True, regimes: dict[str, An
     bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
     if bad:
         raise AnchorlensError(f"Unknown experiment(s) {bad}; choose from {EXPERIMENTS}.")
+    from anchorlens.backends import check_backend  # imports torch: only when a report is made
+
     cfg = replace(cfg, backend=check_backend(cfg.backend))  # results.json and the pages say which
     if "," in cfg.labels:
         return reproduce_regimes(cfg, progress, reproduce)
