@@ -99,6 +99,19 @@ def _check_fixed_demonstrations(prompts: Sequence[IclPrompt]) -> tuple[int, ...]
     return prefix
 
 
+def _demonstration_set(prompts: Any) -> tuple[Any, Any]:
+    """The prompts' one fixed demonstration set and their task (Text_anchor is built from both)."""
+    demos = getattr(prompts, "demonstrations", None)
+    task = getattr(prompts, "task", None)
+    if demos is None or task is None:
+        raise AnchorlensError(
+            "compression needs a PromptSet from build_prompts (or a slice of one) with one fixed "
+            "demonstration set (build_prompts(..., resample=False))."
+        )
+    _check_fixed_demonstrations(prompts)
+    return demos, task
+
+
 @dataclass(frozen=True)
 class AnchorCache:
     """The kept demonstration key/values of every layer (batch 1, frozen) and their position mask.
@@ -388,14 +401,7 @@ def compression(
         timing_queries: Time them on the first this many queries only (the loops' cost per query does not
             depend on n; the full loop runs every prompt whole, without prefix reuse).
     """
-    demos = getattr(prompts, "demonstrations", None)
-    task = getattr(prompts, "task", None)
-    if demos is None or task is None:
-        raise AnchorlensError(
-            "compression needs a PromptSet from build_prompts (or a slice of one) with one fixed "
-            "demonstration set (build_prompts(..., resample=False))."
-        )
-    _check_fixed_demonstrations(prompts)
+    demos, task = _demonstration_set(prompts)
     kw: dict[str, Any] = dict(batch_size=batch_size, fwd_hooks=fwd_hooks)
     first = prompts[0]
 

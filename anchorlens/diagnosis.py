@@ -557,15 +557,8 @@ def diagnose(
     _check_components(n_components, len(prompts), int(model.cfg.n_heads) * int(model.cfg.d_head))
     names = _label_names(model, prompts, label_names)
 
-    kq = collect_keys_queries(
-        model,
-        prompts,
-        fwd_hooks=fwd_hooks,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        progress=progress,
-        prefix_cache=prefix_cache,
-    )
+    loop: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side, progress=progress)
+    kq = collect_keys_queries(model, prompts, fwd_hooks=fwd_hooks, prefix_cache=prefix_cache, **loop)
     pred = kq.predictions
     actual, undefined, support = _actual_confusion(pred, names)
     n_classes = len(names)

