@@ -175,6 +175,16 @@ def _resampled(
     return estimate, values.reshape(resamples, *estimate.shape), n, runs
 
 
+def _percentiles(values: np.ndarray, level: float, resamples: int) -> tuple[float | None, float | None]:
+    """The ``level`` percentile interval of one statistic's resampled values, NaN (undefined) ones
+    dropped; ``(None, None)`` when it is undefined in most resamples."""
+    ok = values[np.isfinite(values)]
+    if len(ok) < max(1, resamples // 2):
+        return None, None
+    lo, hi = np.percentile(ok, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
 def bootstrap(
     statistic: Callable[..., float | None],
     *arrays: Any,
@@ -206,12 +216,9 @@ def bootstrap(
     estimate = float(est)
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, 0, 0, level, 1.0)
-    ok = np.isfinite(values)
-    undefined = 1.0 - float(ok.mean()) if resamples else 1.0
-    if ok.sum() < max(1, resamples // 2):  # undefined in most resamples: no interval
-        return Interval(estimate, math.nan, math.nan, n, runs, level, undefined)
-    lo, hi = np.percentile(values[ok], [50 * (1 - level), 50 * (1 + level)])
-    return Interval(estimate, float(lo), float(hi), n, runs, level, undefined)
+    undefined = 1.0 - float(np.isfinite(values).mean()) if resamples else 1.0
+    lo, hi = _percentiles(values, level, resamples)
+    return Interval(estimate, _value(lo), _value(hi), n, runs, level, undefined)
 
 
 def band(
@@ -230,14 +237,8 @@ def band(
     _, values, n, _ = _resampled(statistic, arrays, groups, strata, draws, resamples, seed)
     if n == 0 or values.ndim < 2:
         return [], []
-    lo, hi = [], []
-    for column in values.reshape(resamples, -1).T:
-        ok = column[np.isfinite(column)]
-        enough = len(ok) >= max(1, resamples // 2)
-        q = np.percentile(ok, [50 * (1 - level), 50 * (1 + level)]) if enough else (None, None)
-        lo.append(None if q[0] is None else float(q[0]))
-        hi.append(None if q[1] is None else float(q[1]))
-    return lo, hi
+    lo, hi = zip(*(_percentiles(c, level, resamples) for c in values.reshape(resamples, -1).T), strict=True)
+    return list(lo), list(hi)
 
 
 def stratum_mean(values: Any, strata: Any = None) -> float:
@@ -532,6 +533,11 @@ def _saliency_stat(
     return float(min(margins))
 
 
+def _flow_blocks(triples: Sequence[tuple[str, int, Any]]) -> list[tuple[str, int, np.ndarray]]:
+    """Per run, ``[n, 3, layer]`` per-query S_wp, S_pq, S_ww of a ``SaliencyResult``."""
+    return [(t, s, np.stack([r.S_wp.numpy(), r.S_pq.numpy(), r.S_ww.numpy()], 1)) for t, s, r in triples]
+
+
 def saliency_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) -> Claim:
     """Section 2.1: "S_wp dominates the shallow third of the layers and S_pq the deep third".
 
@@ -541,9 +547,7 @@ def saliency_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES
     minimum over tasks (the registry's rule: the claim holds on every task). Rule: holds when the interval
     is above 0, does_not_hold when it is at or below 0. Needs ``SaliencyResult.S_wp/S_pq/S_ww [n, layer]``.
     """
-    triples = _runs(runs)
-    blocks = [(t, s, np.stack([r.S_wp.numpy(), r.S_pq.numpy(), r.S_ww.numpy()], 1)) for t, s, r in triples]
-    vals, task, seed_of, _ = _rows(blocks)
+    vals, task, seed_of, _ = _rows(_flow_blocks(_runs(runs)))
 
     def stat(v: np.ndarray, t: np.ndarray, draw: np.ndarray) -> float:
         return _saliency_stat(v[:, 0], v[:, 1], v[:, 2], t, draw)
@@ -578,6 +582,14 @@ def _isolation_block(result: Any, k: int) -> tuple[np.ndarray, bool]:
     return _reconstructed([r.label_loyalty for r in runs], len(ref)), False
 
 
+def _isolation_blocks(
+    triples: Sequence[tuple[str, int, Any]], k: int | None
+) -> tuple[int, list[tuple[str, int, np.ndarray, bool]]]:
+    """``k`` (default: the smallest k run) and each run's :func:`_isolation_block` with its task and seed."""
+    k = k if k is not None else min(r.k for _, _, res in triples for r in res.runs)
+    return k, [(t, s, *_isolation_block(r, k)) for t, s, r in triples]
+
+
 def isolation_claim(
     runs: Runs[Any], *, k: int | None = None, seed: int = 0, resamples: int = RESAMPLES
 ) -> Claim:
@@ -592,9 +604,7 @@ def isolation_claim(
     :class:`~anchorlens.metrics.Predictions`); otherwise label loyalty only, each setting resampled on its
     own from its proportion (the note says so). ``k`` defaults to the smallest k run.
     """
-    triples = _runs(runs)
-    k = k if k is not None else min(r.k for _, _, res in triples for r in res.runs)
-    built = [(t, s, *_isolation_block(r, k)) for t, s, r in triples]
+    k, built = _isolation_blocks(_runs(runs), k)
     paired = all(p for *_, p in built)
     # Unpaired: label loyalty alone (the even columns of a paired block).
     blocks = [(t, s, b if paired or not p else b[:, ::2]) for t, s, b, p in built]
@@ -650,6 +660,17 @@ def _deep_stat(att: np.ndarray, pred: np.ndarray, task: np.ndarray, draw: np.nda
     return float(c[deep.start : deep.stop].mean() - c[shallow.start : shallow.stop].mean())
 
 
+def _deep_rows(
+    triples: Sequence[tuple[str, int, Any]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All runs' ``DeepResult`` rows: attention ``[n, layer, class]`` (class axes padded), predicted
+    class, task code and seed per query."""
+    blocks = [(t, s, r.attention.double().numpy()) for t, s, r in triples]
+    att, task, seed_of, _ = _rows(_pad_classes(blocks))
+    pred = np.concatenate([r.predictions.predictions.numpy() for _, _, r in triples])
+    return att, pred, task, seed_of
+
+
 def deep_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) -> Claim:
     """Section 2.3: "the target's attention to the label words predicts the answer in deep layers".
 
@@ -659,10 +680,7 @@ def deep_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) ->
     interval is above ``RISE`` = 0.05, does_not_hold when at or below it. Needs ``DeepResult.attention
     [n, layer, class]`` and ``predictions``.
     """
-    triples = _runs(runs)
-    blocks = [(t, s, r.attention.double().numpy()) for t, s, r in triples]
-    att, task, seed_of, _ = _rows(_pad_classes(blocks))
-    pred = np.concatenate([r.predictions.predictions.numpy() for _, _, r in triples])
+    att, pred, task, seed_of = _deep_rows(_runs(runs))
 
     def stat(a: np.ndarray, p: np.ndarray, t: np.ndarray, draw: np.ndarray) -> float:
         return _deep_stat(a, p, t, draw)
@@ -823,12 +841,9 @@ _FLOWS = ("S_wp_norm", "S_pq_norm", "S_ww_norm")
 def saliency_bands(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) -> dict[str, Bands]:
     """Per task, the band of each normalised flow curve (Figure 3): ``{task: {"S_wp_norm": [lo, hi],
     ...}}``, queries (and seeds) resampled; the curves are those of the saliency claim."""
-    triples = _runs(runs)
+    blocks = _flow_blocks(_runs(runs))
     out: dict[str, Bands] = {}
-    for task in dict.fromkeys(t for t, _, _ in triples):
-        blocks = [
-            (t, s, np.stack([r.S_wp.numpy(), r.S_pq.numpy(), r.S_ww.numpy()], 1)) for t, s, r in triples
-        ]
+    for task in dict.fromkeys(t for t, _, _ in blocks):
         vals, _, seed_of, _ = _rows([b for b in blocks if b[0] == task])
 
         def flows(v: np.ndarray, draw: np.ndarray) -> np.ndarray:
@@ -841,15 +856,16 @@ def saliency_bands(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES
     return out
 
 
+_LOYALTY_NAMES = ("label_loyalty", "word_loyalty")
+
+
 def isolation_bands(
     runs: Runs[Any], *, k: int | None = None, seed: int = 0, resamples: int = RESAMPLES
 ) -> dict[str, Bands]:
     """Per setting ``"<anchors>/<layers>"``, the interval of label and word loyalty averaged over tasks
     (Figure 4's error bars): ``{"label/first": {"label_loyalty": [[lo], [hi]], ...}}``; empty when the
     runs lack per-query predictions."""
-    triples = _runs(runs)
-    k = k if k is not None else min(r.k for _, _, res in triples for r in res.runs)
-    built = [(t, s, *_isolation_block(r, k)) for t, s, r in triples]
+    k, built = _isolation_blocks(_runs(runs), k)
     if not all(p for *_, p in built):
         return {}
     vals, task, seed_of, _ = _rows([(t, s, b) for t, s, b, _ in built])
@@ -862,15 +878,9 @@ def isolation_bands(
     }
 
 
-_LOYALTY_NAMES = ("label_loyalty", "word_loyalty")
-
-
 def deep_bands(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLES) -> Bands:
     """The band of the task-averaged AUCROC curve vs the predictions (Figure 5): ``{"aucroc": [lo, hi]}``."""
-    triples = _runs(runs)
-    blocks = [(t, s, r.attention.double().numpy()) for t, s, r in triples]
-    att, task, seed_of, _ = _rows(_pad_classes(blocks))
-    pred = np.concatenate([r.predictions.predictions.numpy() for _, _, r in triples])
+    att, pred, task, seed_of = _deep_rows(_runs(runs))
 
     def curve(a: np.ndarray, p: np.ndarray, t: np.ndarray, draw: np.ndarray) -> np.ndarray:
         c = _deep_curve(a, p, t, draw)
