@@ -16,9 +16,7 @@ neither torch nor TransformerLens.
 # ruff: noqa: F401  (the imports below are re-exports: __all__ is built from the lazy table)
 from __future__ import annotations
 
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from anchorlens._lazy import lazy_exports
 from anchorlens.errors import AnchorlensError
@@ -27,59 +25,59 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it (add a line to publish a name).
 _LAZY: dict[str, str] = {
-    "CompressionResult": "anchorlens.compression",
-    "compression": "anchorlens.compression",
-    "DeepResult": "anchorlens.deep",
-    "deep": "anchorlens.deep",
-    "DiagnosisResult": "anchorlens.diagnosis",
-    "diagnose": "anchorlens.diagnosis",
-    "IsolationResult": "anchorlens.isolation",
-    "isolation": "anchorlens.isolation",
-    "isolate": "anchorlens.isolation",
-    "Predictions": "anchorlens.metrics",
-    "accuracy": "anchorlens.metrics",
-    "label_loyalty": "anchorlens.metrics",
-    "word_loyalty": "anchorlens.metrics",
-    "fast_layout": "anchorlens.models",
-    "frozen": "anchorlens.models",
-    "load_model": "anchorlens.models",
-    "tiny_model": "anchorlens.models",
-    "tiny_tokenizer": "anchorlens.models",
-    "Demonstrations": "anchorlens.prompts",
-    "IclPrompt": "anchorlens.prompts",
-    "PromptBatch": "anchorlens.prompts",
-    "PromptSet": "anchorlens.prompts",
-    "build_prompt": "anchorlens.prompts",
-    "build_prompts": "anchorlens.prompts",
-    "collate": "anchorlens.prompts",
-    "iter_batches": "anchorlens.prompts",
-    "label_token_ids": "anchorlens.prompts",
-    "resample_demonstrations": "anchorlens.prompts",
-    "sample_demonstrations": "anchorlens.prompts",
-    "sample_test": "anchorlens.prompts",
+    "CompressionResult": "anchorlens.experiments.compression.compute",
+    "compression": "anchorlens.experiments.compression.compute",
+    "DeepResult": "anchorlens.experiments.deep.compute",
+    "deep": "anchorlens.experiments.deep.compute",
+    "DiagnosisResult": "anchorlens.experiments.diagnosis.compute",
+    "diagnose": "anchorlens.experiments.diagnosis.compute",
+    "IsolationResult": "anchorlens.experiments.isolation.compute",
+    "isolation": "anchorlens.experiments.isolation.compute",
+    "isolate": "anchorlens.experiments.isolation.compute",
+    "Predictions": "anchorlens.core.metrics",
+    "accuracy": "anchorlens.core.metrics",
+    "label_loyalty": "anchorlens.core.metrics",
+    "word_loyalty": "anchorlens.core.metrics",
+    "fast_layout": "anchorlens.core.models",
+    "frozen": "anchorlens.core.models",
+    "load_model": "anchorlens.core.models",
+    "tiny_model": "anchorlens.core.models",
+    "tiny_tokenizer": "anchorlens.core.models",
+    "Demonstrations": "anchorlens.core.prompts",
+    "IclPrompt": "anchorlens.core.prompts",
+    "PromptBatch": "anchorlens.core.prompts",
+    "PromptSet": "anchorlens.core.prompts",
+    "build_prompt": "anchorlens.core.prompts",
+    "build_prompts": "anchorlens.core.prompts",
+    "collate": "anchorlens.core.prompts",
+    "iter_batches": "anchorlens.core.prompts",
+    "label_token_ids": "anchorlens.core.prompts",
+    "resample_demonstrations": "anchorlens.core.prompts",
+    "sample_demonstrations": "anchorlens.core.prompts",
+    "sample_test": "anchorlens.core.prompts",
     "ReproduceConfig": "anchorlens.report",
     "reproduce": "anchorlens.report",
-    "AnchorReweighting": "anchorlens.reweighting",
-    "ReweightingResult": "anchorlens.reweighting",
-    "table1": "anchorlens.reweighting",
-    "train_reweighting": "anchorlens.reweighting",
-    "TrainConfig": "anchorlens.reweighting",
-    "predict": "anchorlens.runner",
-    "forward_batches": "anchorlens.runner",
-    "current_batch": "anchorlens.runner",
-    "target_logits": "anchorlens.runner",
+    "AnchorReweighting": "anchorlens.experiments.reweighting",
+    "ReweightingResult": "anchorlens.experiments.reweighting",
+    "table1": "anchorlens.experiments.reweighting",
+    "train_reweighting": "anchorlens.experiments.reweighting",
+    "TrainConfig": "anchorlens.experiments.reweighting",
+    "predict": "anchorlens.core.runner",
+    "forward_batches": "anchorlens.core.runner",
+    "current_batch": "anchorlens.core.runner",
+    "target_logits": "anchorlens.core.runner",
     "SpanFlowResult": "anchorlens.spans",
     "discover": "anchorlens.spans",
     "isolate_span": "anchorlens.spans",
     "span_flow": "anchorlens.spans",
     "span_prompt": "anchorlens.spans",
-    "SaliencyResult": "anchorlens.saliency",
-    "batch_saliency": "anchorlens.saliency",
-    "saliency": "anchorlens.saliency",
-    "BUILTIN_TASKS": "anchorlens.tasks",
-    "Example": "anchorlens.tasks",
-    "Task": "anchorlens.tasks",
-    "load_task": "anchorlens.tasks",
+    "SaliencyResult": "anchorlens.experiments.saliency.compute",
+    "batch_saliency": "anchorlens.experiments.saliency.compute",
+    "saliency": "anchorlens.experiments.saliency.compute",
+    "BUILTIN_TASKS": "anchorlens.core.tasks",
+    "Example": "anchorlens.core.tasks",
+    "Task": "anchorlens.core.tasks",
+    "load_task": "anchorlens.core.tasks",
 }
 
 __all__ = sorted(["AnchorlensError", "__version__", *_LAZY])
@@ -88,28 +86,10 @@ __all__ = sorted(["AnchorlensError", "__version__", *_LAZY])
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
-class _Package(types.ModuleType):
-    """Keeps a public function named like its module (``isolation``, ``deep``...) once it is bound:
-    Python binds a submodule to its package's attribute when the submodule is first imported, which would
-    otherwise replace the lazily imported function (the eager ``from ... import`` did the same)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == f"{__name__}.{name}":
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
-    from anchorlens.compression import CompressionResult, compression
-    from anchorlens.deep import DeepResult, deep
-    from anchorlens.diagnosis import DiagnosisResult, diagnose
-    from anchorlens.isolation import IsolationResult, isolate, isolation
-    from anchorlens.metrics import Predictions, accuracy, label_loyalty, word_loyalty
-    from anchorlens.models import fast_layout, frozen, load_model, tiny_model, tiny_tokenizer
-    from anchorlens.prompts import (
+    from anchorlens.core.metrics import Predictions, accuracy, label_loyalty, word_loyalty
+    from anchorlens.core.models import fast_layout, frozen, load_model, tiny_model, tiny_tokenizer
+    from anchorlens.core.prompts import (
         Demonstrations,
         IclPrompt,
         PromptBatch,
@@ -123,15 +103,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
         sample_demonstrations,
         sample_test,
     )
-    from anchorlens.report import ReproduceConfig, reproduce
-    from anchorlens.reweighting import (
+    from anchorlens.core.runner import current_batch, forward_batches, predict, target_logits
+    from anchorlens.core.tasks import BUILTIN_TASKS, Example, Task, load_task
+    from anchorlens.experiments.compression.compute import CompressionResult, compression
+    from anchorlens.experiments.deep.compute import DeepResult, deep
+    from anchorlens.experiments.diagnosis.compute import DiagnosisResult, diagnose
+    from anchorlens.experiments.isolation.compute import IsolationResult, isolate, isolation
+    from anchorlens.experiments.reweighting import (
         AnchorReweighting,
         ReweightingResult,
         TrainConfig,
         table1,
         train_reweighting,
     )
-    from anchorlens.runner import current_batch, forward_batches, predict, target_logits
-    from anchorlens.saliency import SaliencyResult, batch_saliency, saliency
+    from anchorlens.experiments.saliency.compute import SaliencyResult, batch_saliency, saliency
+    from anchorlens.report import ReproduceConfig, reproduce
     from anchorlens.spans import SpanFlowResult, discover, isolate_span, span_flow, span_prompt
-    from anchorlens.tasks import BUILTIN_TASKS, Example, Task, load_task

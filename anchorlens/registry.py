@@ -22,8 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from anchorlens.core.layers import layer_thirds
 from anchorlens.errors import AnchorlensError
-from anchorlens.layers import layer_thirds
 
 #: The experiments, in the paper's (and the report's) order.
 EXPERIMENTS = ("saliency", "isolation", "deep", "reweighting", "compression", "diagnosis")
@@ -113,7 +113,7 @@ class Experiment:
         cli_files: ``(CliRun, result) -> None``: the sub-command's pictures and files besides the JSON.
         cli_lines: ``(CliRun, result) -> lines``: what the sub-command prints.
         claim: ``runs -> Claim``: the claim's statistic with a seeded bootstrap interval over queries (and
-            seeds) and its tri-state verdict (:mod:`anchorlens.stats`).
+            seeds) and its tri-state verdict (:mod:`anchorlens.stats.core`).
         options: Its own CLI flags (the shared ones come from the CLI's parent parsers).
         defaults: Other defaults of shared flags (saliency: ``batch_size=4``).
         prompts: ``"fixed"`` (one demonstration set per seed), ``"resample"`` (when ``--demos resample``)
@@ -211,10 +211,10 @@ def verdict_over_tasks(holds: Mapping[str, bool], claim: str) -> str:
 
 def load_for(args: Any) -> Any:
     """The model the CLI flags ask for (``--model``, ``--backend``, ``--device``...), checked to take
-    attention edits (:func:`anchorlens.backends.require_attention_edits`) before any experiment runs;
+    attention edits (:func:`anchorlens.core.backends.require_attention_edits`) before any experiment runs;
     ``args.backend`` becomes the backend that loaded it, for the outputs to record."""
-    from anchorlens.backends import EDIT_POINTS, backend_of, require_attention_edits
-    from anchorlens.models import load_model
+    from anchorlens.core.backends import EDIT_POINTS, backend_of, require_attention_edits
+    from anchorlens.core.models import load_model
 
     flags = ("backend", "device", "dtype", "cache_dir")
     model = load_model(args.model, **{k: getattr(args, k) for k in flags if hasattr(args, k)})
@@ -235,8 +235,8 @@ def size_warnings(tasks: Mapping[str, Any], n: int) -> list[str]:
 def reproduce_tasks(cfg: Any, tokenizer: Callable[[], Any]) -> tuple[dict[str, Any], list[str]]:
     """``reproduce``'s tasks, in the label regime asked for (``tokenizer()`` is called only for unrelated
     words), and the warnings about them: too few test examples, a class with fewer than 3 queries."""
-    from anchorlens.prompts import class_balance_warning, sample_test
-    from anchorlens.tasks import load_task, relabel
+    from anchorlens.core.prompts import class_balance_warning, sample_test
+    from anchorlens.core.tasks import load_task, relabel
 
     tasks = {name: load_task(name, cfg.data_dir) for name in cfg.tasks}
     if cfg.labels != "natural" or cfg.label_words:
@@ -253,7 +253,7 @@ def reproduce_tasks(cfg: Any, tokenizer: Callable[[], Any]) -> tuple[dict[str, A
 
 def _prompts(model: Any, task: Any, seed: int, s: Settings, resample: bool = False, n: int = 0) -> Any:
     """``reproduce``'s prompts: ``n`` (default ``s.n``) queries, overlong prompts dropped."""
-    from anchorlens.prompts import build_prompts
+    from anchorlens.core.prompts import build_prompts
 
     sampling = getattr(s, "sampling", "random")
     return build_prompts(
@@ -281,7 +281,7 @@ def _flags(ctx: CliRun, *same: str, **renamed: str) -> dict[str, Any]:
 
 
 def _saliency_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
-    from anchorlens.saliency import saliency
+    from anchorlens.experiments.saliency.compute import saliency
 
     return saliency(
         model, _prompts(model, task, seed, s, resample=True), batch_size=max(1, s.batch_size // 2)
@@ -291,7 +291,7 @@ def _saliency_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
 def _saliency_summary(runs: Runs, s: Settings) -> dict[str, Any]:
     """Per task: the normalised curves averaged over seeds and their thirds; the claim holds on a task
     when S_wp dominates its shallow third and S_pq its deep third."""
-    from anchorlens.saliency import thirds
+    from anchorlens.experiments.saliency.compute import thirds
 
     per_task: dict[str, Any] = {}
     for t, seeds in _per_task(runs, s.tasks).items():
@@ -308,7 +308,7 @@ def _saliency_summary(runs: Runs, s: Settings) -> dict[str, Any]:
 
 
 def _saliency_cli(ctx: CliRun) -> Any:
-    from anchorlens.saliency import saliency
+    from anchorlens.experiments.saliency.compute import saliency
 
     return saliency(ctx.model, ctx.prompts, **_flags(ctx, "heads", "padding_side", "batch_size"))
 
@@ -325,7 +325,7 @@ _LOYALTIES = ("label_loyalty", "word_loyalty", "accuracy")
 
 
 def _isolation_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
-    from anchorlens.isolation import isolation
+    from anchorlens.experiments.isolation.compute import isolation
 
     return isolation(model, _prompts(model, task, seed, s), ks=(s.k,), seed=seed, batch_size=s.batch_size)
 
@@ -366,7 +366,7 @@ def _isolation_summary(runs: Runs, s: Settings) -> dict[str, Any]:
 
 
 def _isolation_cli(ctx: CliRun) -> Any:
-    from anchorlens.isolation import isolation
+    from anchorlens.experiments.isolation.compute import isolation
 
     return isolation(
         ctx.model, ctx.prompts, **_flags(ctx, "mode", "seed", "padding_side", "batch_size", ks="k")
@@ -400,7 +400,7 @@ def parse_ks(text: str) -> list[int]:
 
 
 def _deep_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
-    from anchorlens.deep import deep
+    from anchorlens.experiments.deep.compute import deep
 
     return deep(model, _prompts(model, task, seed, s), batch_size=s.batch_size)
 
@@ -416,7 +416,7 @@ def rise(curve: Sequence[float]) -> float | None:
 def _deep_curves(runs: Runs, s: Settings) -> dict[str, Any]:
     """Per task, the AUCROC curves (vs prediction and vs gold) averaged over seeds (None: undefined);
     averaged over the tasks where defined, with R_l and the rise."""
-    from anchorlens.deep import cumulative_r
+    from anchorlens.experiments.deep.compute import cumulative_r
 
     per_task: dict[str, dict[str, list[float | None]]] = {}
     for t, seeds in _per_task(runs, s.tasks).items():
@@ -438,7 +438,7 @@ def _deep_curves(runs: Runs, s: Settings) -> dict[str, Any]:
 def _deep_summary(runs: Runs, s: Settings) -> dict[str, Any]:
     """The claim holds when the averaged AUCROC (vs the predictions) rises by at least ``deep.RISE`` from
     the shallow to the deep third."""
-    from anchorlens.deep import RISE
+    from anchorlens.experiments.deep.compute import RISE
 
     out = _deep_curves(runs, s)
     up = out.get("rise")
@@ -456,7 +456,7 @@ def _deep_summary(runs: Runs, s: Settings) -> dict[str, Any]:
 
 
 def _deep_cli(ctx: CliRun) -> Any:
-    from anchorlens.deep import deep
+    from anchorlens.experiments.deep.compute import deep
 
     return deep(ctx.model, ctx.prompts, **_flags(ctx, "padding_side", "batch_size"))
 
@@ -477,7 +477,7 @@ TABLE1_KEYS = ("vanilla_1shot", "vanilla_many_shot", "reweighting")
 
 
 def _reweighting_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
-    from anchorlens.reweighting import table1
+    from anchorlens.experiments.reweighting import table1
 
     return table1(
         model,
@@ -517,7 +517,7 @@ def _reweighting_validate(args: argparse.Namespace) -> None:
 
 
 def _reweighting_cli(ctx: CliRun) -> Any:
-    from anchorlens.reweighting import table1
+    from anchorlens.experiments.reweighting import table1
 
     same = ("n", "seed", "many_shots", "aux_shots", "epochs", "lr", "padding_side", "on_overflow")
     return table1(
@@ -550,7 +550,7 @@ BASELINES = ("text_anchor", "hidden_random", "hidden_random_top")
 
 
 def _compression_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
-    from anchorlens.compression import compression
+    from anchorlens.experiments.compression.compute import compression
 
     prompts = _prompts(model, task, seed, s)
     return compression(model, prompts, batch_size=s.batch_size, n_random_top=s.random_top, seed=seed)
@@ -559,7 +559,7 @@ def _compression_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
 def _compression_summary(runs: Runs, s: Settings) -> dict[str, Any]:
     """Table 2 per task and on average, Table 3 per task; the claim holds when Hidden_anchor keeps a higher
     label loyalty (on average over tasks) than each baseline."""
-    from anchorlens.paper import METHOD_NAMES
+    from anchorlens.report.paper import METHOD_NAMES
 
     methods: dict[str, dict[str, dict[str, float]]] = {}
     speed: dict[str, dict[str, Any]] = {}
@@ -578,7 +578,7 @@ def _compression_summary(runs: Runs, s: Settings) -> dict[str, Any]:
 
 
 def _compression_cli(ctx: CliRun) -> Any:
-    from anchorlens.compression import compression
+    from anchorlens.experiments.compression.compute import compression
 
     flags = _flags(ctx, "positions", "seed", "batch_size", n_random_top="random_top")
     return compression(ctx.model, ctx.prompts, timing=not ctx.args.no_timing, **flags)
@@ -602,7 +602,7 @@ def _compression_lines(ctx: CliRun, result: Any) -> list[str]:
 
 
 def _diagnosis_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
-    from anchorlens.diagnosis import diagnose
+    from anchorlens.experiments.diagnosis.compute import diagnose
 
     prompts = _prompts(model, task, seed, s, n=max(s.n, 11))  # PCA with M = 10 needs 11 queries
     return diagnose(model, prompts, batch_size=s.batch_size, label_names=task.label_names)
@@ -629,7 +629,7 @@ def _diagnosis_summary(runs: Runs, s: Settings) -> dict[str, Any]:
 
 
 def _diagnosis_cli(ctx: CliRun) -> Any:
-    from anchorlens.diagnosis import diagnose
+    from anchorlens.experiments.diagnosis.compute import diagnose
 
     flags = _flags(ctx, "layer", "padding_side", "batch_size", n_components="components")
     return diagnose(ctx.model, ctx.prompts, label_names=ctx.task.label_names, **flags)
@@ -652,7 +652,7 @@ def _diagnosis_lines(ctx: CliRun, result: Any) -> list[str]:
 
 
 def _parse_regimes(text: str) -> str:
-    from anchorlens.regimes import parse_regimes
+    from anchorlens.report.regimes import parse_regimes
 
     try:
         return parse_regimes(text)
@@ -664,7 +664,7 @@ def _opt(*flags: str, **kwargs: Any) -> Option:
     return Option(flags, kwargs)
 
 
-#: ``reproduce``'s ``--labels``: several regimes, compared in one report (:mod:`anchorlens.regimes`).
+#: ``reproduce``'s ``--labels``: several regimes, compared in one report (:mod:`anchorlens.report.regimes`).
 REGIMES_OVERRIDE = {
     "type": _parse_regimes,
     "choices": None,
@@ -694,7 +694,7 @@ def _entry(name: str, **declared: Any) -> Experiment:
         cli_run=here[f"_{name}_cli"],
         cli_files=_sections(f"{name}_files"),
         cli_lines=here[f"_{name}_lines"],
-        claim=_lazy("anchorlens.stats", f"{name}_claim"),
+        claim=_lazy("anchorlens.stats.core", f"{name}_claim"),
         **declared,
     )
 
@@ -707,7 +707,7 @@ _ENTRIES = (
         help="information flow S_wp, S_pq, S_ww per layer (paper section 2.1, Figure 3)",
         description="Attention x gradient saliency per layer; writes OUT/saliency.json, OUT/saliency.png "
         "(Figure 3) and OUT/flow.html (the first prompt's token-to-token flows, offline).",
-        result_type="anchorlens.saliency:SaliencyResult",
+        result_type="anchorlens.experiments.saliency.compute:SaliencyResult",
         output="saliency.json",
         options=(
             _opt(
@@ -736,7 +736,7 @@ _ENTRIES = (
         description="Cut the attention into label words (or as many random demonstration words) in the first "
         "or last k layers; label loyalty, word loyalty and accuracy against the unmodified run. Writes "
         "OUT/isolation.json, OUT/isolation.png (Figure 4) and, for several k, OUT/isolation_sweep.png.",
-        result_type="anchorlens.isolation:IsolationResult",
+        result_type="anchorlens.experiments.isolation.compute:IsolationResult",
         output="isolation.json",
         options=(
             K_OPTION,
@@ -755,7 +755,7 @@ _ENTRIES = (
         help="AUCROC_l and R_l of target -> label-word attention (paper section 2.3, Figure 5)",
         description="Per layer, how well the target's attention to each class's label words predicts the "
         "model's own prediction. Writes OUT/deep.json and OUT/deep.png (Figure 5).",
-        result_type="anchorlens.deep:DeepResult",
+        result_type="anchorlens.experiments.deep.compute:DeepResult",
         output="deep.json",
     ),
     _entry(
@@ -766,7 +766,7 @@ _ENTRIES = (
         description="Train beta [layer, head, class] on 4 extra examples per class with the model frozen, then "
         "compare vanilla 1-shot, vanilla 5-shot (AG News: 3) and re-weighted 1-shot accuracy on the same "
         "test queries. Writes OUT/reweighting.json and OUT/beta.pt.",
-        result_type="anchorlens.reweighting:ReweightingResult",
+        result_type="anchorlens.experiments.reweighting:ReweightingResult",
         output="reweighting.json",
         options=(
             _opt("--epochs", type=int, default=10, help="default: %(default)s"),
@@ -796,7 +796,7 @@ _ENTRIES = (
         description="Keep only the key/values of the demonstrations' label words and formatting tokens "
         "(Hidden_anchor) and compare with Text_anchor, Hidden_random and Hidden_random-top against the full "
         "prompt; time the full and the compressed loops. Writes OUT/compression.json.",
-        result_type="anchorlens.compression:CompressionResult",
+        result_type="anchorlens.experiments.compression.compute:CompressionResult",
         output="compression.json",
         options=(
             RANDOM_TOP_OPTION,
@@ -818,7 +818,7 @@ _ENTRIES = (
         description="Predicted confusion from the label words' keys (projected on the target queries' main "
         "directions) vs actual confusion (pairwise AUC), their Spearman agreement at every layer. Writes "
         "OUT/diagnosis.json and OUT/diagnosis.png (Figure 6).",
-        result_type="anchorlens.diagnosis:DiagnosisResult",
+        result_type="anchorlens.experiments.diagnosis.compute:DiagnosisResult",
         output="diagnosis.json",
         options=(
             _opt(

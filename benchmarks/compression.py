@@ -25,7 +25,7 @@ import torch
 from _common import best_of
 
 import anchorlens as al
-from anchorlens.compression import build_anchor_cache, predict_compressed
+from anchorlens.experiments.compression.compute import build_anchor_cache, predict_compressed
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 - ``time_vs_unhooked``: time of the four isolation settings (label/random x first/last k layers) /
   time of four unhooked prediction passes over the same batches (target <= 1.10);
-- ``deep_vs_unhooked``: time of :func:`anchorlens.deep` (one forward with a capture hook on every layer) /
+- ``deep_vs_unhooked``: time of :func:`anchorlens.experiments.deep.compute` (one forward with a capture hook on every layer) /
   one unhooked prediction pass.
 
 Usage: ``.venv/bin/python benchmarks/isolation.py [--n 32] [--k 5]``. The last line is one JSON object.

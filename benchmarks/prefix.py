@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import anchorlens as al
-from anchorlens.diagnosis import collect_keys_queries
+from anchorlens.experiments.diagnosis.compute import collect_keys_queries
 
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:

@@ -1,6 +1,6 @@
 """Anchor re-weighting cost and memory, measured side by side in one run (ratios; machines are noisy).
 
-- ``step_vs_fwd_bwd``: one training step (``anchorlens.reweighting.train_step``: forward with the beta hooks,
+- ``step_vs_fwd_bwd``: one training step (``anchorlens.experiments.reweighting.train_step``: forward with the beta hooks,
   gradient to beta, Adam update) / a plain forward+backward of the same prompt with the same loss
   (``loss.backward()`` into the parameters, the usual way; target <= 1.3);
 - ``step_vs_frozen_fwd_bwd``: the same against a backward to the embeddings only, parameters frozen (the
@@ -26,7 +26,7 @@ import torch
 from _common import best_of, frozen_fwd_bwd, peak_kb, plain_fwd_bwd
 
 import anchorlens as al
-from anchorlens.reweighting import AnchorReweighting, train_step
+from anchorlens.experiments.reweighting import AnchorReweighting, train_step
 
 
 def setup(args: argparse.Namespace) -> tuple[Any, AnchorReweighting, Any, torch.optim.Optimizer]:

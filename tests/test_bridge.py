@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens import backends
-from anchorlens.models import bridge_from_hf, tiny_bridge, tiny_hf_model, tiny_tokenizer
+from anchorlens.core import backends
+from anchorlens.core.models import bridge_from_hf, tiny_bridge, tiny_hf_model, tiny_tokenizer
 from tests.conftest import make_toy_task
 
 needs_hooked = pytest.mark.skipif(not backends.hooked_available(), reason="HookedTransformer needs TL 3.x")
@@ -232,7 +232,7 @@ def test_hooked_n_devices_arrives(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.real
 def test_smollm2_through_the_bridge_matches_hf() -> None:
-    from anchorlens.models import cached_smollm2_hf
+    from anchorlens.core.models import cached_smollm2_hf
 
     bridge = al.load_model("smollm2-135m", backend="bridge", device="cpu")
     assert backends.attention_class(bridge) == "PositionEmbeddingsAttentionBridge"
@@ -250,7 +250,7 @@ def test_smollm2_through_the_bridge_matches_hf() -> None:
 
 
 def _cli(tmp_path: Any, command: str, *flags: str) -> int:
-    from anchorlens import cli
+    from anchorlens.cli import main as cli
     from tests.test_cli import _user_task
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -260,7 +260,7 @@ def _cli(tmp_path: Any, command: str, *flags: str) -> int:
 
 
 def test_every_sub_command_takes_backend() -> None:
-    from anchorlens.cli import build_parser
+    from anchorlens.cli.main import build_parser
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
@@ -280,7 +280,7 @@ def test_cli_backend_reaches_the_loader_and_the_output(
         seen.update(kwargs)
         return model
 
-    monkeypatch.setattr("anchorlens.models.load_model", load)
+    monkeypatch.setattr("anchorlens.core.models.load_model", load)
     assert _cli(tmp_path, "predict", "--backend", "bridge") == 0
     assert seen["backend"] == "bridge"
     assert json.loads((tmp_path / "o" / "predict.json").read_text())["backend"] == "bridge"
@@ -299,14 +299,14 @@ def test_cli_bad_backends_exit_2(
 def test_cli_refuses_gptj_before_any_experiment(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: tiny_bridge("gptj"))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: tiny_bridge("gptj"))
     assert _cli(tmp_path, "isolation", "--backend", "bridge") == 2
     assert "GPTJForCausalLM through TransformerBridge uses AttentionBridge" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_report_says_which_backend() -> None:
-    from anchorlens.report import ReproduceConfig, _settings_line, settings_key
+    from anchorlens.report.run import ReproduceConfig, _settings_line, settings_key
 
     hooked, bridge = ReproduceConfig(backend="hooked"), ReproduceConfig(backend="bridge")
     assert "TransformerLens bridge backend" in _settings_line(bridge, "")
@@ -319,7 +319,7 @@ def test_report_says_which_backend() -> None:
 
 def test_bridge_prefix_cache_is_filled_and_used(pair: tuple[Any, Any]) -> None:
     """transformers 5.24 hands the attention its cache under a new name; TL must still fill and read it."""
-    from anchorlens.kvcache import PrefixCache, empty_cache
+    from anchorlens.core.kvcache import PrefixCache, empty_cache
 
     bridge, _ = pair
     toks = torch.arange(3, 23)[None]
@@ -335,7 +335,7 @@ def test_bridge_prefix_cache_is_filled_and_used(pair: tuple[Any, Any]) -> None:
 
 
 def test_bridge_compression_equals_the_exact_masked_path(pair: tuple[Any, Any]) -> None:
-    from anchorlens.compression import (
+    from anchorlens.experiments.compression.compute import (
         anchor_positions,
         build_anchor_cache,
         predict_compressed,
@@ -360,7 +360,7 @@ def test_bridge_compression_equals_the_exact_masked_path(pair: tuple[Any, Any]) 
 
 @needs_hooked
 def test_bridge_compression_equals_hooked_twin(pair: tuple[Any, Any]) -> None:
-    from anchorlens.compression import predict_compressed
+    from anchorlens.experiments.compression.compute import predict_compressed
 
     bridge, hooked = pair
     pb, ph = (al.build_prompts(m, make_toy_task(), n=6, shots=2, seed=3) for m in (bridge, hooked))

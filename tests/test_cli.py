@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens import cli
+from anchorlens.cli import main as cli
 
 
 def _user_task(folder: Path) -> Path:
@@ -30,7 +30,7 @@ def _user_task(folder: Path) -> Path:
 def test_predict_writes_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model())
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model())
     task = _user_task(tmp_path / "mytask")
     rc = cli.main(
         [
@@ -67,7 +67,7 @@ def test_out_naming_a_file_is_refused_before_any_model_loads(
     def no_model(*a, **k):  # type: ignore[no-untyped-def]
         raise AssertionError("no model should load")
 
-    monkeypatch.setattr("anchorlens.models.load_model", no_model)
+    monkeypatch.setattr("anchorlens.core.models.load_model", no_model)
     task = str(_user_task(tmp_path / "mytask"))
     file = tmp_path / "taken.json"
     file.write_text("{}")
@@ -86,7 +86,7 @@ def test_out_naming_a_file_is_refused_before_any_model_loads(
 def test_n_larger_than_the_test_split_is_said_and_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
     task = str(_user_task(tmp_path / "mytask"))  # 4 test examples
     assert cli.main(["deep", "--task", task, "--n", "10", "--out", str(tmp_path / "o"), "--quiet"]) == 0
     err = capsys.readouterr().err
@@ -156,7 +156,7 @@ def test_predict_smoke_on_the_real_model(tmp_path: Path, smollm2) -> None:  # ty
 
 
 def test_saliency_writes_json_png_and_offline_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
     task = _user_task(tmp_path / "mytask")
     out = tmp_path / "o"
     rc = cli.main(["saliency", "--task", str(task), "--n", "3", "--out", str(out), "--quiet"])
@@ -183,7 +183,7 @@ def test_saliency_writes_json_png_and_offline_html(tmp_path: Path, monkeypatch: 
 
 
 def test_isolation_and_deep_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
     task = str(_user_task(tmp_path / "mytask"))
     out = tmp_path / "o"
     assert (
@@ -205,7 +205,7 @@ def test_isolation_and_deep_commands(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_diagnose_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
     task = str(_user_task(tmp_path / "mytask"))
     out = tmp_path / "o"
     assert (
@@ -234,7 +234,7 @@ def test_diagnose_command(
 
 
 def test_reweight_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
     folder = tmp_path / "t"
     folder.mkdir()
     (folder / "task.json").write_text(
@@ -280,7 +280,7 @@ def test_reweight_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_compress_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
     task = str(_user_task(tmp_path / "mytask"))
     out = tmp_path / "o"
     assert (
@@ -302,7 +302,7 @@ def test_compress_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert key in js
     assert set(js["methods"]["hidden_anchor"]) == {"label_loyalty", "word_loyalty", "accuracy"}
     monkeypatch.setattr(
-        "anchorlens.models.load_model", lambda *a, **k: al.tiny_model(positional_embedding_type="rotary")
+        "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(positional_embedding_type="rotary")
     )
     assert (
         cli.main(["compress", "--task", task, "--n", "3", "--positions", "restart", "--out", str(out)]) == 2
@@ -310,7 +310,7 @@ def test_compress_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_keep_freed_memory_is_accepted_and_harmless_to_repeat() -> None:
-    from anchorlens.cli import keep_freed_memory
+    from anchorlens.cli.main import keep_freed_memory
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is glibc  # glibc accepts every setting
@@ -321,7 +321,7 @@ def test_keep_freed_memory_is_accepted_and_harmless_to_repeat() -> None:
 
 @pytest.mark.parametrize("command", ["faithfulness", "flow", "discover"])
 def test_tool_commands_have_their_flags(command: str) -> None:
-    from anchorlens.cli import build_parser
+    from anchorlens.cli.main import build_parser
 
     extra = ["--prompt", "p.json"] if command == "flow" else []
     args = build_parser().parse_args([command, "--out", "x", *extra])
@@ -334,7 +334,7 @@ def test_tool_commands_have_their_flags(command: str) -> None:
 def test_flow_and_discover_commands_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
     prompt = {"text": "it was a good movie and a great film", "spans": {"good": "good", "film": "great film"}}
     (tmp_path / "p.json").write_text(json.dumps({**prompt, "target": " yes", "generate": 2}))
     assert (

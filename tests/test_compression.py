@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.compression import (
+from anchorlens.experiments.compression.compute import (
     anchor_positions,
     build_anchor_cache,
     predict_compressed,

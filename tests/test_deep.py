@@ -5,7 +5,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import anchorlens as al
-from anchorlens.deep import auc_by_class, cumulative_r
+from anchorlens.experiments.deep.compute import auc_by_class, cumulative_r
 
 
 def test_binary_auc_uses_raw_attention_to_the_second_class() -> None:

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 import anchorlens as al
-from anchorlens.diagnosis import (
+from anchorlens.experiments.diagnosis.compute import (
     DiagnosisResult,
     collect_keys_queries,
     concat_heads,
@@ -22,7 +22,7 @@ from anchorlens.diagnosis import (
     pairwise_auc,
     project_keys,
 )
-from anchorlens.render.diagnosis import plot_confusion
+from anchorlens.experiments.diagnosis.figure import plot_confusion
 from tests.conftest import make_toy_task
 
 WORDS = (" World", " Sports", " Business", " Technology")

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.faithfulness import (
+from anchorlens.core.hooks import cut_edges_hooks
+from anchorlens.core.prompts import sorted_batches
+from anchorlens.experiments.faithfulness.compute import (
     FaithfulnessResult,
     _row_losses,
     _run,
@@ -16,9 +18,7 @@ from anchorlens.faithfulness import (
     first_order,
     scaled_loss,
 )
-from anchorlens.hooks import cut_edges_hooks
-from anchorlens.prompts import sorted_batches
-from anchorlens.saliency import flow_masks
+from anchorlens.experiments.saliency.compute import flow_masks
 
 
 def _batch(model, task, n: int = 4):  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.reweighting import AnchorReweighting
+from anchorlens.experiments.reweighting import AnchorReweighting
 from tests.conftest import make_toy_task
 
 THREE = (" Negative", " Positive", " good")

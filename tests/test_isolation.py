@@ -4,8 +4,13 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.hooks import cut_edges_hooks
-from anchorlens.isolation import isolation_hooks, isolation_mask, random_positions, resolve_layers
+from anchorlens.core.hooks import cut_edges_hooks
+from anchorlens.experiments.isolation.compute import (
+    isolation_hooks,
+    isolation_mask,
+    random_positions,
+    resolve_layers,
+)
 
 
 def _logits(model, batch, hooks=()):  # type: ignore[no-untyped-def]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.metrics import jaccard
+from anchorlens.core.metrics import jaccard
 
 
 def preds(logits: list[list[float]], topk: list[list[int]], labels: list[int]) -> al.Predictions:

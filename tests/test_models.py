@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.models import default_cache_dir, load_smollm2_hf
+from anchorlens.core.models import default_cache_dir, load_smollm2_hf
 
 
 def test_tiny_models_are_offline_and_configurable() -> None:

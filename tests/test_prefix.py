@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.diagnosis import collect_keys_queries
+from anchorlens.core.kvcache import shared_prefix
+from anchorlens.core.runner import PrefixCacheFallback, forward_batches
 from anchorlens.errors import AnchorlensError
-from anchorlens.kvcache import shared_prefix
-from anchorlens.runner import PrefixCacheFallback, forward_batches
+from anchorlens.experiments.diagnosis.compute import collect_keys_queries
 
 
 @pytest.fixture

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.compression import anchor_positions, build_anchor_cache, predict_compressed, predict_masked
+from anchorlens.experiments.compression.compute import (
+    anchor_positions,
+    build_anchor_cache,
+    predict_compressed,
+    predict_masked,
+)
 
 pytestmark = pytest.mark.real
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from anchorlens.layers import layer_thirds
+from anchorlens.core.layers import layer_thirds
 from anchorlens.registry import EXPERIMENTS, FLAGS, REGISTRY, get, rise, verdict_over_tasks
 
 
@@ -28,7 +28,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 def test_cli_and_registry_import_neither_torch_nor_transformer_lens() -> None:
     out = _python(
         "import sys, anchorlens, anchorlens.cli, anchorlens.registry, anchorlens.report\n"
-        "anchorlens.cli.build_parser()\n"
+        "anchorlens.cli.main.build_parser()\n"
         "print(sorted(m for m in ('torch', 'transformer_lens', 'matplotlib') if m in sys.modules))"
     )
     assert out.stdout.strip() == "[]"
@@ -37,7 +37,7 @@ def test_cli_and_registry_import_neither_torch_nor_transformer_lens() -> None:
 def test_help_lists_every_command_without_torch() -> None:
     out = _python(
         "import sys, contextlib, io\n"
-        "from anchorlens.cli import main\n"
+        "from anchorlens.cli.main import main\n"
         "buf = io.StringIO()\n"
         "with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
@@ -107,7 +107,7 @@ def test_layer_thirds(n: int, expected: list[range]) -> None:
 
 
 def test_layer_thirds_match_saliency_thirds() -> None:
-    from anchorlens.saliency import thirds
+    from anchorlens.experiments.saliency.compute import thirds
 
     for n in range(1, 40):
         curves = {"S_wp_norm": [0.5] * n, "S_pq_norm": [0.25] * n}

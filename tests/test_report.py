@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import anchorlens as al
-from anchorlens import cli
-from anchorlens.report import EXPERIMENTS
+from anchorlens.cli import main as cli
+from anchorlens.report.run import EXPERIMENTS
 
 
 def _three_class_task(folder: Path) -> Path:
@@ -28,7 +28,9 @@ def _three_class_task(folder: Path) -> Path:
 def test_reproduce_writes_an_offline_report_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3))
+    monkeypatch.setattr(
+        "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
+    )
     task = str(_three_class_task(tmp_path / "news"))
     out = tmp_path / "report"
     args = ["reproduce", "--tasks", task, "--n", "12", "--seeds", "1,2", "--k", "1", "--reweight-epochs", "1"]
@@ -54,7 +56,7 @@ def test_reproduce_writes_an_offline_report_and_resumes(
     def no_model(*a, **k):  # type: ignore[no-untyped-def]
         raise AssertionError("a second run must come from the cache")
 
-    monkeypatch.setattr("anchorlens.models.load_model", no_model)
+    monkeypatch.setattr("anchorlens.core.models.load_model", no_model)
     assert cli.main(args) == 0
     with pytest.raises(AssertionError, match="from the cache"):  # other settings: nothing reused
         cli.main([*args[:-3], "--random-top", "3", "--out", str(out), "--quiet"])
@@ -67,7 +69,7 @@ def test_reproduce_bad_input(tmp_path: Path) -> None:
 
 def test_reproduce_label_regimes_and_stratified_sampling(tmp_path: Path) -> None:
     from anchorlens.registry import reproduce_tasks
-    from anchorlens.report import ReproduceConfig, settings_key
+    from anchorlens.report.run import ReproduceConfig, settings_key
 
     task = str(_three_class_task(tmp_path / "news"))
     cfg = ReproduceConfig(tasks=(task,), n=4, seeds=(1,), labels="flipped", sampling="stratified")
@@ -83,7 +85,9 @@ def test_reproduce_label_regimes_and_stratified_sampling(tmp_path: Path) -> None
 
 
 def test_reproduce_compares_label_regimes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("anchorlens.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3))
+    monkeypatch.setattr(
+        "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
+    )
     task = str(_three_class_task(tmp_path / "news"))
     out = tmp_path / "report"
     args = [
@@ -123,7 +127,7 @@ def test_reproduce_compares_label_regimes(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_crossover_layer() -> None:
-    from anchorlens.regimes import crossover
+    from anchorlens.report.regimes import crossover
 
     assert crossover([0.9, 0.8, 0.2, 0.1], [0.1, 0.2, 0.8, 0.9]) == 2
     assert crossover([0.9, 0.1, 0.8, 0.2, 0.1], [0.1, 0.9, 0.2, 0.8, 0.9]) == 1

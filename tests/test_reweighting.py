@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import anchorlens as al
-from anchorlens.reweighting import (
+from anchorlens.experiments.reweighting import (
     AnchorReweighting,
     NonFiniteLoss,
     ReweightingResult,

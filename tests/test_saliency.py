@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import anchorlens as al
-from anchorlens.models import frozen
+from anchorlens.core.models import frozen
 
 
 def naive_saliency(model, prompt: al.IclPrompt, heads: str = "sum") -> torch.Tensor:  # type: ignore[no-untyped-def]

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import anchorlens as al
-from anchorlens.hooks import cut_edges_hooks
-from anchorlens.isolation import isolation_mask
+from anchorlens.core.hooks import cut_edges_hooks
+from anchorlens.experiments.isolation.compute import isolation_mask
 from anchorlens.spans import (
     SpanFlowResult,
     discover,

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from anchorlens import stats
-from anchorlens.deep import DeepResult
-from anchorlens.diagnosis import DiagnosisResult, confusion_spearman, pairwise_auc
-from anchorlens.isolation import IsolationResult, IsolationRun
-from anchorlens.metrics import Predictions
+from anchorlens.stats import core as stats
+from anchorlens.core.metrics import Predictions
+from anchorlens.experiments.deep.compute import DeepResult
+from anchorlens.experiments.diagnosis.compute import DiagnosisResult, confusion_spearman, pairwise_auc
+from anchorlens.experiments.isolation.compute import IsolationResult, IsolationRun
+from anchorlens.experiments.reweighting.table1 import ReweightingResult
+from anchorlens.experiments.saliency.compute import SaliencyResult
 from anchorlens.registry import rise
-from anchorlens.reweighting.table1 import ReweightingResult
-from anchorlens.saliency import SaliencyResult
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])

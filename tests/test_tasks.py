@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import anchorlens as al
-from anchorlens.tasks import BUILTIN_TASKS, default_data_dirs
+from anchorlens.core.tasks import BUILTIN_TASKS, default_data_dirs
 
 from .conftest import make_toy_task
 
@@ -57,7 +57,7 @@ def test_hf_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         return {"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr("anchorlens.tasks.default_data_dirs", lambda: [tmp_path])
+    monkeypatch.setattr("anchorlens.core.tasks.default_data_dirs", lambda: [tmp_path])
     task = al.load_task("sst2")
     assert calls == [("glue", "sst2")] and task.source == "hf:glue/sst2" and len(task.test) == 2
 
@@ -124,13 +124,13 @@ def test_builtins_are_the_papers() -> None:
 
 
 def _tokenizer_with(*extra: str):  # type: ignore[no-untyped-def]
-    from anchorlens.models import TINY_WORDS
+    from anchorlens.core.models import TINY_WORDS
 
     return al.tiny_tokenizer((*TINY_WORDS, *extra))
 
 
 def test_flipped_is_a_fixed_derangement() -> None:
-    from anchorlens.tasks import flipped_words
+    from anchorlens.core.tasks import flipped_words
 
     task = make_toy_task()
     flipped = task.with_labels("flipped")
@@ -144,7 +144,7 @@ def test_flipped_is_a_fixed_derangement() -> None:
 
 
 def test_unrelated_words_are_chosen_per_tokenizer() -> None:
-    from anchorlens.tasks import relabel
+    from anchorlens.core.tasks import relabel
 
     tok = _tokenizer_with(" garden", " pencil", " lemon")
     task = relabel(make_toy_task(), "unrelated", tokenizer=tok)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from anchorlens._lazy import lazy_exports
 
 _LAZY = {
-    "plot_confusion": "anchorlens.render.diagnosis",
+    "plot_confusion": "anchorlens.experiments.diagnosis.figure",
     "plot_deep": "anchorlens.render.figures",
     "plot_isolation": "anchorlens.render.figures",
     "plot_isolation_sweep": "anchorlens.render.figures",
@@ -31,7 +31,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:
-    from anchorlens.render.diagnosis import plot_confusion
+    from anchorlens.experiments.diagnosis.figure import plot_confusion
     from anchorlens.render.figures import plot_deep, plot_isolation, plot_isolation_sweep, plot_saliency
     from anchorlens.render.flows import (
         flow_diagram,

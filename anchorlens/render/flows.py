@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.prompts import IclPrompt, get_tokenizer
+from anchorlens.core.prompts import IclPrompt, get_tokenizer
 
 LABEL_MARK = "⚓"
 TARGET_MARK = "▶"

@@ -44,9 +44,9 @@ def verdict_class(verdict: str) -> str:
 def first_prompt_view(model: Any, task: Any, shots: int, seed: int) -> str:
     """The report's flow view of ``task``'s first prompt: the SVG flow diagram and the circuitsvis
     saliency view (inlined, offline)."""
-    from anchorlens.prompts import build_prompts
+    from anchorlens.core.prompts import build_prompts
+    from anchorlens.experiments.saliency.compute import saliency
     from anchorlens.render.flows import flow_diagram, saliency_heads_view
-    from anchorlens.saliency import saliency
 
     p = build_prompts(model, task, n=1, shots=shots, seed=seed)[0]
     matrices = saliency(model, [p], keep="layers").matrices

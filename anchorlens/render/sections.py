@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anchorlens.paper import METHOD_NAMES, TABLE1, TABLE1_ROWS, TABLE2, TABLE3
+from anchorlens.report.paper import METHOD_NAMES, TABLE1, TABLE1_ROWS, TABLE2, TABLE3
 
 
 def table(head: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
@@ -193,7 +193,7 @@ def deep_figures(summary: dict[str, Any], folder: Path, cfg: Any) -> dict[str, s
 
 def diagnosis_figures(summary: dict[str, Any], folder: Path, cfg: Any) -> dict[str, str]:
     """Figure 6 for the first task and seed."""
-    from anchorlens.render.diagnosis import plot_confusion
+    from anchorlens.experiments.diagnosis.figure import plot_confusion
 
     key, run = next(iter(summary["runs"].items()))
     plot_confusion(run, path=folder / "fig6.png", title=f"Figure 6: {key}, layer {run['layer']}")
@@ -216,10 +216,10 @@ def compression_figures(summary: dict[str, Any], folder: Path, cfg: Any) -> dict
 
 def saliency_files(ctx: Any, result: Any) -> None:
     """``saliency.png`` (Figure 3) and ``flow.html``: the first prompt's flows, offline."""
+    from anchorlens.experiments.saliency.compute import saliency
     from anchorlens.render.figures import plot_saliency
     from anchorlens.render.flows import flow_diagram, saliency_heads_view, saliency_tokens_view, save_html
-    from anchorlens.saliency import saliency
-    from anchorlens.stats import saliency_bands
+    from anchorlens.stats.core import saliency_bands
 
     band = saliency_bands([result])["task"]
     plot_saliency(result, title=ctx.title, path=ctx.out / "saliency.png", bands=band)
@@ -244,7 +244,7 @@ def isolation_files(ctx: Any, result: Any) -> None:
     from anchorlens.render.figures import plot_isolation, plot_isolation_sweep
 
     ks = ctx.args.k
-    from anchorlens.stats import isolation_bands
+    from anchorlens.stats.core import isolation_bands
 
     k = 5 if 5 in ks else ks[0]
     bands = isolation_bands([result], k=k)
@@ -256,14 +256,14 @@ def isolation_files(ctx: Any, result: Any) -> None:
 def deep_files(ctx: Any, result: Any) -> None:
     """``deep.png`` (Figure 5)."""
     from anchorlens.render.figures import plot_deep
-    from anchorlens.stats import deep_bands
+    from anchorlens.stats.core import deep_bands
 
     plot_deep(result, title=ctx.title, path=ctx.out / "deep.png", bands=deep_bands([result]))
 
 
 def diagnosis_files(ctx: Any, result: Any) -> None:
     """``diagnosis.png`` (Figure 6)."""
-    from anchorlens.render.diagnosis import plot_confusion
+    from anchorlens.experiments.diagnosis.figure import plot_confusion
 
     plot_confusion(result, path=ctx.out / "diagnosis.png", title=f"{ctx.title}, layer {result.layer}")
 

@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from anchorlens.core.prompts import build_prompts, get_tokenizer
+from anchorlens.core.tasks import Task, load_task
 from anchorlens.errors import AnchorlensError
-from anchorlens.prompts import build_prompts, get_tokenizer
 from anchorlens.render.flows import save_html
 from anchorlens.spans.discovery import discover
 from anchorlens.spans.flow import span_flow
 from anchorlens.spans.generation import isolate_span, random_control, reference_run
 from anchorlens.spans.prompts import SpanPrompt, read_prompt_file, span_prompt
 from anchorlens.spans.render import plot_span_flow, span_flow_svg, span_tokens_view
-from anchorlens.tasks import Task, load_task
 
 DEFAULT_GENERATE = 10
 

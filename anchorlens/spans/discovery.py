@@ -11,12 +11,12 @@ paper's loss, via :func:`anchorlens.spans.from_icl`), for every token ``j`` befo
   candidate tokens, so 1 is a token with an average share of both and the score does not depend on the
   loss's scale; 0 for the first token, which has nothing earlier to gather.
 
-Shallow and deep layers are the first and last third of the model (:func:`anchorlens.saliency.thirds`'
+Shallow and deep layers are the first and last third of the model (:func:`anchorlens.experiments.saliency.compute.thirds`'
 bounds; one layer at least each). Tokens are pooled over prompts by (token string, kind); an entry's score
 is the mean over its occurrences. Kinds on an ICL prompt: ``label`` (label-word sub-tokens), ``format``
 (template tokens, the query's included), ``text`` (demonstration and query text); the target itself passes
 nothing to itself and is not ranked. The top entries are confirmed by isolation: every occurrence is cut off
-from all earlier tokens in the shallow layers (:func:`anchorlens.isolation.isolation_mask`), and the change
+from all earlier tokens in the shallow layers (:func:`anchorlens.experiments.isolation.compute.isolation_mask`), and the change
 of the target's score (the gold label's log-probability among the label words), in absolute value and
 signed, is compared with isolating as many random demonstration-text tokens of the same prompts (seeded
 per prompt, so entries with the same occurrence counts share their control).
@@ -33,15 +33,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from anchorlens.core.hooks import FwdHook, cut_edges_hooks
+from anchorlens.core.prompts import IclPrompt, PromptBatch, get_tokenizer
+from anchorlens.core.runner import then
+from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
-from anchorlens.hooks import FwdHook, cut_edges_hooks
-from anchorlens.isolation import isolation_mask
-from anchorlens.prompts import IclPrompt, PromptBatch, get_tokenizer
-from anchorlens.runner import then
+from anchorlens.experiments.isolation.compute import isolation_mask
 from anchorlens.spans.flow import span_saliency_batches
 from anchorlens.spans.generation import target_scores
 from anchorlens.spans.prompts import SpanPrompt, from_icl
-from anchorlens.tasks import Task
 
 ANCHOR_KINDS = ("label", "format")
 

@@ -4,7 +4,7 @@ For layer l, ``I_l(i, j) = | sum_h A_{h,l}(i, j) * dL/dA_{h,l}(i, j) |`` (``head
 ``sum_h |A * dL/dA|`` with ``heads="abs"``), with ``L`` the span prompt's loss (the target's negative
 log-likelihood, a logit difference against a contrast, or the cross-entropy over choices; see
 :mod:`anchorlens.spans.prompts`). Pairs are causal and off the diagonal (``j < i``), as in
-:mod:`anchorlens.saliency`. Per prompt and layer, from row span ``s`` (queries ``i``) to column span ``t``
+:mod:`anchorlens.experiments.saliency.compute`. Per prompt and layer, from row span ``s`` (queries ``i``) to column span ``t``
 (keys ``j``):
 
 - ``total[l, s, t] = sum over pairs (i in s, j in t, j < i) of I_l(i, j)``;
@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from anchorlens.core.hooks import capture_hooks
+from anchorlens.core.prompts import PromptBatch
+from anchorlens.core.runner import BatchHooks, HookSpec, forward_batches
 from anchorlens.errors import AnchorlensError
-from anchorlens.hooks import capture_hooks
-from anchorlens.prompts import PromptBatch
-from anchorlens.runner import BatchHooks, HookSpec, forward_batches
-from anchorlens.saliency import pattern_gradients
+from anchorlens.experiments.saliency.compute import pattern_gradients
 from anchorlens.spans.prompts import SpanPrompt
 
 Grads = Float[Tensor, "layer batch head query key"]
@@ -89,7 +89,7 @@ def span_forward(
     desc: str = "spans",
 ) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, " batch"]]]:
     """``(indices, batch, per-row loss)`` for right-padded batches of span prompts, through
-    :func:`anchorlens.runner.forward_batches` (batches hold :meth:`SpanPrompt.as_icl` views: a batch hook
+    :func:`anchorlens.core.runner.forward_batches` (batches hold :meth:`SpanPrompt.as_icl` views: a batch hook
     sees ``batch.target`` = the last target row, ``batch.indices`` = indices into ``prompts``).
     Grad mode is the caller's."""
     n_layers = model.cfg.n_layers

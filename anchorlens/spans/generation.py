@@ -6,7 +6,7 @@
 - ``direction="out"``: queries outside the span cannot read its keys (the span is invisible there, as in
   Thought Anchors' attention suppression).
 
-Cuts are :func:`anchorlens.hooks.cut_edges_hooks` (``-inf`` before the softmax by default). Effects:
+Cuts are :func:`anchorlens.core.hooks.cut_edges_hooks` (``-inf`` before the softmax by default). Effects:
 
 - ``delta_logprob``: the target's score under the cut minus without it, the score being minus the span
   prompt's loss (the target tokens' summed log-probability; the log-probability among ``choices``; or
@@ -26,11 +26,11 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from anchorlens.core.hooks import FwdHook, cut_edges_hooks
+from anchorlens.core.prompts import PromptBatch, get_tokenizer
+from anchorlens.core.runner import HookSpec, check_hooks, then
 from anchorlens.errors import AnchorlensError
-from anchorlens.hooks import FwdHook, cut_edges_hooks
-from anchorlens.isolation import resolve_layers
-from anchorlens.prompts import PromptBatch, get_tokenizer
-from anchorlens.runner import HookSpec, check_hooks, then
+from anchorlens.experiments.isolation.compute import resolve_layers
 from anchorlens.spans.flow import check_same_spans, span_forward
 from anchorlens.spans.prompts import SpanPrompt, random_span
 

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from anchorlens.core.prompts import IclPrompt, get_tokenizer
 from anchorlens.errors import AnchorlensError
-from anchorlens.prompts import IclPrompt, get_tokenizer
 
 SpanSpec = str | Mapping[str, Any] | Sequence[int]
 LossKind = Literal["nll", "contrast", "choices"]
@@ -102,7 +102,7 @@ class SpanPrompt:
 
     def as_icl(self) -> IclPrompt:
         """The run tokens as a demonstration-free :class:`IclPrompt` (its ``target`` is the last target
-        row), so :func:`anchorlens.runner.forward_batches` and batch hooks see the usual ``PromptBatch``."""
+        row), so :func:`anchorlens.core.runner.forward_batches` and batch hooks see the usual ``PromptBatch``."""
         return IclPrompt(
             tokens=self.run_tokens,
             text=self.text,
@@ -331,7 +331,7 @@ def _check_fits(n_text: int, n_target: int, max_tokens: int | None) -> None:
 def from_icl(model: Any, prompt: IclPrompt) -> SpanPrompt:
     """An ICL prompt as a span prompt: spans ``"text k"`` and ``"label k"`` per demonstration (the query and
     formatting tokens are ``"rest"``; its target row is the paper's target q), the gold label word's first
-    token as the target and the label words as ``choices``: the loss of :func:`anchorlens.saliency`.
+    token as the target and the label words as ``choices``: the loss of :func:`anchorlens.experiments.saliency.compute`.
 
     Raises:
         AnchorlensError: a prompt without a gold label, or a demonstration without text tokens.

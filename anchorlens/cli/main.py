@@ -1,0 +1,299 @@
+"""The ``anchorlens`` command line: ``predict``, one sub-command per experiment of
+:data:`anchorlens.registry.REGISTRY`, and ``reproduce`` (all of them, one report), e.g.
+``anchorlens predict --model smollm2-135m --task sst2 --shots 1 --n 100 --seed 42 --out runs/predict``.
+
+Every flag is defined once (:data:`FLAGS`) and reaches the sub-commands through parent parsers; building
+the parser imports neither torch nor TransformerLens, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from anchorlens.cli.tools import TOOLS, Tool
+from anchorlens.core.memory import keep_freed_memory
+from anchorlens.errors import AnchorlensError
+from anchorlens.registry import EXPERIMENTS, FLAGS, REGIMES_OVERRIDE, REGISTRY, CliRun, Experiment
+
+
+def _parent(title: str, names: Sequence[str], **overrides: dict[str, Any]) -> argparse.ArgumentParser:
+    """A parent parser with one group of :data:`FLAGS` (``overrides``: keyword arguments per flag)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group(title)
+    for name in names:
+        FLAGS[name].add_to(group, **overrides.get(name, {}))
+    return parser
+
+
+def _one_run_parents(batch_size: int = 8) -> list[argparse.ArgumentParser]:
+    """The flags of ``predict`` and every experiment's sub-command."""
+    return [
+        _parent("model and data", ("model", "task", "data_dir", "device", "backend", "dtype", "cache_dir")),
+        _parent(
+            "prompts",
+            ("shots", "n", "seed", "test_order", "sampling", "labels", "label_words", "on_overflow"),
+        ),
+        _parent("run", ("batch_size", "padding_side", "out", "quiet"), batch_size={"default": batch_size}),
+    ]
+
+
+def _add_reproduce(sub: Any) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run every experiment and write one offline report (report.html, report.md, results.json)",
+        description="Run saliency, isolation, deep layers, re-weighting, compression and diagnosis on every "
+        "task and seed, average over seeds as the paper does, and write OUT/report.html (self-contained), "
+        "OUT/report.md and OUT/results.json. Results are cached in OUT/cache: a second run skips finished work.",
+        parents=[
+            _parent("model and data", ("model", "data_dir", "device", "backend", "cache_dir")),
+            _parent("run", ("batch_size", "out", "quiet")),
+            _parent(
+                "what to run",
+                (
+                    "tasks",
+                    "n",
+                    "seeds",
+                    "experiments",
+                    "shots",
+                    "k",
+                    "reweight_epochs",
+                    "random_top",
+                    "sampling",
+                ),
+                n={"default": 20, "help": "test queries per task and seed (default: %(default)s)"},
+                k={"help": "isolated layers, one number (default: 5)"},
+            ),
+            _parent("label words", ("labels", "label_words"), labels=REGIMES_OVERRIDE),
+        ],
+    )
+    p.set_defaults(func=cmd_reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anchorlens`` parser (imports no experiment)."""
+    parser = argparse.ArgumentParser(
+        prog="anchorlens",
+        description="Label words are anchors (Wang et al., EMNLP 2023) on TransformerLens models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "predict",
+        help="in-context-learning predictions and accuracy",
+        description="Predict the test queries with k-shot ICL prompts; writes OUT/predict.json.",
+        parents=_one_run_parents(),
+    )
+    p.set_defaults(func=cmd_predict)
+    for exp in REGISTRY.values():
+        parents = _one_run_parents(exp.defaults.get("batch_size", 8))
+        p = sub.add_parser(exp.command, help=exp.help, description=exp.description, parents=parents)
+        for option in exp.options:
+            option.add_to(p)
+        p.set_defaults(func=functools.partial(cmd_experiment, exp))
+    for tool in TOOLS:  # beyond the paper's figures
+        p = sub.add_parser(
+            tool.command, help=tool.help, description=tool.description, parents=_one_run_parents(4)
+        )
+        for option in tool.options:
+            option.add_to(p)
+        p.set_defaults(func=functools.partial(cmd_tool, tool))
+    _add_reproduce(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a sub-command
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
+    """The task (first: a data problem should not wait for a model load), the model and the warnings
+    about the flags (``--n`` larger than the test split), already printed on stderr."""
+    from anchorlens.core.prompts import class_balance_warning, sample_test
+    from anchorlens.core.tasks import load_task, relabel
+    from anchorlens.registry import load_for, size_warnings
+
+    task = load_task(args.task, args.data_dir)
+    queries = sample_test(task, args.n, args.seed, shuffle=args.test_order == "paper", sampling=args.sampling)
+    warnings = [
+        *size_warnings({task.name: task}, args.n),
+        *filter(None, [class_balance_warning(task, queries)]),
+    ]
+    for line in warnings:
+        print(f"anchorlens: warning: {line}", file=sys.stderr)
+    model = load_for(args)  # args.backend: the backend that loaded it
+    if args.labels != "natural" or args.label_words:
+        words = _csv(args.label_words) if args.label_words else None
+        task = relabel(task, args.labels, tokenizer=model.tokenizer, words=words)
+    return model, task, warnings
+
+
+def _prompts(args: argparse.Namespace, model: Any, task: Any, resample: bool = False) -> Any:
+    """The prompts the flags ask for."""
+    from anchorlens.core.prompts import build_prompts
+
+    return build_prompts(
+        model,
+        task,
+        n=args.n,
+        shots=args.shots,
+        seed=args.seed,
+        resample=resample,
+        on_overflow=args.on_overflow,
+        shuffle_test=args.test_order == "paper",
+        sampling=args.sampling,
+    )
+
+
+def _meta(args: argparse.Namespace, task: Any, prompts: Any, seconds: float) -> dict[str, Any]:
+    return {
+        "model": args.model,
+        "backend": args.backend,
+        "task": task.name,
+        "n": len(prompts),
+        "n_requested": args.n,
+        "n_dropped": prompts.n_dropped,
+        "seed": args.seed,
+        "shots": args.shots,
+        "test_order": args.test_order,
+        "sampling": args.sampling,
+        "labels": task.label_regime,
+        "label_words": list(task.label_words),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _write(out: str, name: str, payload: dict[str, Any]) -> Path:
+    path = Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    return fn(), time.perf_counter() - t0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from anchorlens.core.runner import predict
+
+    model, task, warnings = _load(args)
+    prompts = _prompts(args, model, task)
+    kw = dict(batch_size=args.batch_size, padding_side=args.padding_side, progress=not args.quiet)
+    pred, seconds = _timed(lambda: predict(model, prompts, **kw))
+    demos = prompts.demonstrations
+    payload = {
+        **_meta(args, task, prompts, seconds),
+        "warnings": warnings,
+        "label_words": list(task.label_words),
+        "label_names": list(task.label_names),
+        "demonstrations": [{"text": d.text, "label": d.label} for d in demos.demos] if demos else [],
+        **pred.to_json(),
+    }
+    path = _write(args.out, "predict.json", payload)
+    correct = int((pred.predictions == pred.labels).sum())
+    print(
+        f"{task.name}, {args.model}, {args.shots}-shot, n={len(prompts)}, seed={args.seed}: accuracy "
+        f"{pred.accuracy:.3f} ({correct}/{len(prompts)}) in {seconds:.1f} s -> {path}"
+    )
+    return 0
+
+
+def cmd_experiment(exp: Experiment, args: argparse.Namespace) -> int:
+    """One experiment: its JSON (``exp.output``), its pictures and a few printed lines."""
+    if exp.validate is not None:
+        exp.validate(args)
+    model, task, warnings = _load(args)
+    prompts = None
+    if exp.prompts != "none":
+        prompts = _prompts(args, model, task, resample=exp.prompts == "resample" and args.demos == "resample")
+    ctx = CliRun(args, model, task, prompts)
+    result, seconds = _timed(lambda: exp.cli_run(ctx))
+    recorded = {name: getattr(args, name) for name in exp.recorded}
+    if prompts is None:  # the result says which queries it used
+        extra = {"model": args.model, "backend": args.backend, "test_order": "paper", "n_requested": args.n}
+        payload = {**result.to_json(), **extra, "warnings": warnings}
+    else:
+        payload = {
+            **_meta(args, task, prompts, seconds),
+            "warnings": warnings,
+            **recorded,
+            **result.to_json(),
+        }
+    path = _write(args.out, exp.output, payload)
+    exp.cli_files(ctx, result)
+    for line in exp.cli_lines(ctx, result):
+        print(line)
+    print(f"  ({seconds:.1f} s) -> {path}")
+    return 0
+
+
+def cmd_tool(tool: Tool, args: argparse.Namespace) -> int:
+    """A sub-command beyond the paper's figures (:mod:`anchorlens.cli.tools`); it writes its own files."""
+    model, task, _ = _load(args)
+    _, seconds = _timed(lambda: tool.run(args, model, task))
+    print(f"{tool.command}: done in {seconds:.1f} s -> {args.out}")
+    return 0
+
+
+def _csv(text: str, kind: type = str) -> tuple[Any, ...]:
+    try:
+        return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise AnchorlensError(f"Expected a comma-separated list of {kind.__name__}s, got {text!r}.") from None
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from anchorlens.report import ReproduceConfig, reproduce
+
+    if len(args.k) != 1:
+        raise AnchorlensError(f"reproduce isolates one number of layers; --k got {args.k}.")
+    same = ["model", "n", "out", "shots", "batch_size", "reweight_epochs", "random_top", "data_dir", "device"]
+    same += ["cache_dir", "sampling", "labels", "backend"]
+    cfg = ReproduceConfig(
+        **{name: getattr(args, name) for name in same},  # flags of the same name
+        tasks=_csv(args.tasks),
+        label_words=_csv(args.label_words) if args.label_words else (),
+        seeds=_csv(args.seeds, int),
+        experiments=_csv(args.experiments),
+        k=args.k[0],
+    )
+    results = reproduce(cfg, progress=not args.quiet)
+    for name in EXPERIMENTS:
+        if name in results:
+            print(f"  {name:>12}: {results[name]['verdict']}")
+    print(f"report in {results['wall_seconds']:.0f} s -> {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def check_out(out: str) -> None:
+    """Refuse an ``--out`` that is, or lies inside, an existing file (before any model loads)."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"lies inside {p}, which is a file"
+                raise AnchorlensError(f"--out {out} {what}; give a folder (it is created if missing).")
+            return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    keep_freed_memory()
+    try:
+        check_out(args.out)
+        return int(args.func(args))
+    except AnchorlensError as e:
+        print(f"anchorlens: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

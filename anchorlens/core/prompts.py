@@ -1,0 +1,616 @@
+"""In-context-learning prompts with their anchor positions, demonstration sampling, and batching.
+
+An :class:`IclPrompt` is one tokenized prompt (demonstrations then a query) that knows, per demonstration,
+where its text, its formatting tokens and its label word are, and where the target (the last token, the
+colon the model answers after) is. Positions come from the tokenizer's character offsets on the whole
+prompt string, never from string matching, so they are right for any template, and a label word that
+tokenizes differently in context than alone is refused instead of silently mislocated.
+
+Sampling follows the paper (reference section 1.6): one fixed demonstration set per seed, drawn with the
+legacy ``np.random.seed(seed); np.random.shuffle`` permutation of the train split (first ``shots``
+examples of each class, in order of appearance), plus a disjoint auxiliary set (the next ``aux_shots``
+per class). Test queries are ``rng(seed).permutation`` of the test split, as ``Dataset.shuffle(seed)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+import numpy as np
+import torch
+
+from anchorlens.core.tasks import Example, Task
+from anchorlens.errors import AnchorlensError
+from anchorlens.types import DemoPositions, Mask, Positions, Tokens
+
+PaddingSide = Literal["right", "left"]
+BatchKind = Literal["full", "prefix", "query"]
+
+
+@dataclass(frozen=True)
+class IclPrompt:
+    """One tokenized ICL prompt and its anchor positions (0-based token indices, unpadded).
+
+    Attributes:
+        tokens: Token ids of the whole prompt (no BOS unless the template starts with one).
+        text: The prompt string.
+        label: Gold class id of the query (-1 if unknown).
+        demo_labels: Class id of each demonstration, in prompt order.
+        label_spans: Token positions of each demonstration's label word (all sub-tokens).
+        text_spans: ``(start, end)`` token range of each demonstration's input text.
+        format_positions: Demonstration tokens that are neither text nor label word: the input prefix
+            (``Review:``), the label prefix with its newline and colon (``\\nSentiment:``), the template
+            suffix and the separator after the label.
+        query_start: Position of the query's first token (everything before is demonstrations).
+        label_token_ids: First token id of each class's label word, in class-id order; the prediction
+            reads the logits of these ids at the target.
+    """
+
+    tokens: tuple[int, ...]
+    text: str
+    label: int
+    demo_labels: tuple[int, ...]
+    label_spans: tuple[tuple[int, ...], ...]
+    text_spans: tuple[tuple[int, int], ...]
+    format_positions: tuple[int, ...]
+    query_start: int
+    label_token_ids: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def target(self) -> int:
+        """The target position q: the last token (the label prefix's colon)."""
+        return len(self.tokens) - 1
+
+    @property
+    def label_positions(self) -> tuple[int, ...]:
+        """First sub-token of each demonstration's label word (the paper's p_i), in prompt order."""
+        return tuple(span[0] for span in self.label_spans)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.label_token_ids)
+
+    def class_positions(self, cls: int, all_subtokens: bool = False) -> tuple[int, ...]:
+        """Label-word positions of the demonstrations of class ``cls``."""
+        out: list[int] = []
+        for lab, span in zip(self.demo_labels, self.label_spans, strict=True):
+            if lab == cls:
+                out.extend(span if all_subtokens else span[:1])
+        return tuple(out)
+
+    def text_positions(self) -> tuple[int, ...]:
+        """All demonstration text positions (the non-label, non-format tokens before the query)."""
+        return tuple(p for a, b in self.text_spans for p in range(a, b))
+
+
+@dataclass(frozen=True)
+class Demonstrations:
+    """The demonstrations of one seed and the disjoint auxiliary train set (for re-weighting)."""
+
+    demos: tuple[Example, ...]
+    aux: tuple[Example, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PromptSet(Sequence[IclPrompt]):
+    """The prompts of one experiment, plus how they were made (a sequence of :class:`IclPrompt`)."""
+
+    prompts: tuple[IclPrompt, ...]
+    task: Task = field(repr=False)
+    demonstrations: Demonstrations | None = field(default=None, repr=False)
+    n_dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @overload
+    def __getitem__(self, i: int) -> IclPrompt: ...
+
+    @overload
+    def __getitem__(self, i: slice | Sequence[int]) -> PromptSet: ...
+
+    def __getitem__(self, i: int | slice | Sequence[int]) -> IclPrompt | PromptSet:
+        """An index gives one prompt; a slice or a list of indices gives a :class:`PromptSet` with the
+        same task and demonstrations (accepted wherever the full set is)."""
+        if isinstance(i, int | np.integer):
+            return self.prompts[int(i)]
+        if isinstance(i, slice):
+            picked = self.prompts[i]
+        else:
+            try:
+                picked = tuple(self.prompts[int(j)] for j in i)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"PromptSet indices must be an int, a slice or a list of ints, got {i!r}"
+                ) from None
+        return PromptSet(picked, self.task, self.demonstrations, 0)
+
+    def __iter__(self) -> Iterator[IclPrompt]:
+        return iter(self.prompts)
+
+    @property
+    def labels(self) -> list[int]:
+        return [p.label for p in self.prompts]
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """Padded prompts with their positions shifted to the padded coordinates: what one forward pass runs.
+
+    Attributes:
+        tokens: ``[batch, pos]`` token ids, padded with the tokenizer's pad id.
+        attention_mask: ``[batch, pos]`` 1 on real tokens, 0 on padding.
+        target: ``[batch]`` the row (query position) of each prompt's target in ``hook_pattern``.
+        label_positions: ``[batch, demo]`` the column (key position) of each demonstration's first label
+            sub-token in ``hook_pattern``.
+        demo_labels: ``[batch, demo]`` class id of each demonstration.
+        offset: ``[batch]`` token column of prompt position 0 (> 0 under left padding; negative for a
+            ``"query"`` batch, whose tokens start at the query): prompt position ``p`` is column ``p + offset``.
+        prompts: The unpadded prompts (positions there are unshifted: add ``offset``).
+        indices: Where each row's prompt sits in the prompt set the experiment was given.
+        kind: ``"full"`` (whole prompts), ``"prefix"`` (the shared demonstrations alone, run once to fill
+            a key/value cache; ``target`` is then the last demonstration token) or ``"query"`` (query tokens on
+            top of a cache; ``label_positions`` index the cached keys).
+    """
+
+    tokens: Tokens
+    attention_mask: Mask
+    target: Positions
+    label_positions: DemoPositions
+    demo_labels: DemoPositions
+    offset: Positions
+    prompts: tuple[IclPrompt, ...]
+    indices: tuple[int, ...] = ()
+    kind: BatchKind = "full"
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer access and label words
+
+
+def get_tokenizer(model_or_tokenizer: Any) -> Any:
+    """The (fast) tokenizer of a HookedTransformer-like model, or the tokenizer itself."""
+    tok = getattr(model_or_tokenizer, "tokenizer", None) or model_or_tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise AnchorlensError(
+            "anchorlens needs a fast (Rust) Hugging Face tokenizer with offset mapping to locate label "
+            f"words; got {type(tok).__name__}. Load the model's tokenizer with use_fast=True."
+        )
+    return tok
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def label_token_ids(task: Task, model_or_tokenizer: Any) -> tuple[int, ...]:
+    """First token id of each label word (the paper's prediction rule), checked to be usable.
+
+    Raises:
+        AnchorlensError: a label word maps to the unknown token, or two label words share their first
+            token (their classes could not be told apart).
+    """
+    tokenizer = get_tokenizer(model_or_tokenizer)
+    unk = tokenizer.unk_token_id
+    ids = []
+    for word in task.label_words:
+        toks = _encode(tokenizer, word)
+        if not toks or (unk is not None and unk in toks):
+            raise AnchorlensError(
+                f"Label word {word!r} of task {task.name!r} is not in the model's vocabulary (it tokenizes "
+                f"to {tokenizer.convert_ids_to_tokens(toks)}); choose a word the tokenizer knows."
+            )
+        ids.append(toks[0])
+    if len(set(ids)) != len(ids):
+        dup = [w for w, i in zip(task.label_words, ids, strict=True) if ids.count(i) > 1]
+        raise AnchorlensError(
+            f"Label words {dup} of task {task.name!r} share their first token, so their classes cannot be "
+            "told apart by the first-token prediction rule; choose label words that start differently."
+        )
+    return tuple(ids)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def sample_demonstrations(task: Task, shots: int = 1, seed: int = 42, aux_shots: int = 0) -> Demonstrations:
+    """The paper's fixed demonstration set for ``seed`` (``shots`` per class, in order of first
+    appearance in the seeded permutation of the train split) and the next ``aux_shots`` per class.
+
+    Raises:
+        AnchorlensError: a class has fewer than ``shots + aux_shots`` train examples.
+    """
+    if shots < 1:
+        raise AnchorlensError(f"shots must be >= 1, got {shots}.")
+    counts = np.bincount([e.label for e in task.train], minlength=task.n_classes)
+    short = [
+        f"{task.label_names[c]} ({counts[c]})" for c in range(task.n_classes) if counts[c] < shots + aux_shots
+    ]
+    if short:
+        raise AnchorlensError(
+            f"Task {task.name!r}: the train split has too few examples of class(es) {', '.join(short)} for "
+            f"{shots} demonstration(s) + {aux_shots} auxiliary example(s) per class; add train examples."
+        )
+    order = np.arange(len(task.train))
+    np.random.RandomState(seed).shuffle(order)  # == np.random.seed(seed); np.random.shuffle(order)
+    taken = [0] * task.n_classes
+    demos: list[Example] = []
+    aux: list[Example] = []
+    for i in order:
+        ex = task.train[int(i)]
+        n = taken[ex.label]
+        if n < shots:
+            demos.append(ex)
+        elif n < shots + aux_shots:
+            aux.append(ex)
+        else:
+            continue
+        taken[ex.label] += 1
+        if len(demos) + len(aux) == task.n_classes * (shots + aux_shots):
+            break
+    return Demonstrations(tuple(demos), tuple(aux), seed)
+
+
+Sampling = Literal["random", "stratified"]
+# A class with fewer test queries than this makes per-class statistics (diagnosis pairs, AUCs) unreliable.
+MIN_PER_CLASS = 3
+
+
+def sample_test(
+    task: Task,
+    n: int | None = None,
+    seed: int = 42,
+    shuffle: bool = True,
+    sampling: Sampling | str = "random",
+) -> list[Example]:
+    """``n`` test queries (``n=None``: all of them).
+
+    ``sampling="random"`` (the paper): the first ``n`` of the seeded permutation of the test split (as
+    ``Dataset.shuffle(seed)``), or of file order with ``shuffle=False``. ``"stratified"``: as equal a number
+    per class as the test split allows (``n // classes`` each, the remainder to the classes first in the
+    permutation; a class with too few examples gives all it has and the others fill in), each class's
+    queries taken in that same order, returned in permutation order. Deterministic by ``seed``.
+
+    Raises:
+        AnchorlensError: no test examples; ``n < 1``; an unknown ``sampling``; stratified with ``n``
+            smaller than the number of classes present.
+    """
+    if not task.test:
+        raise AnchorlensError(f"Task {task.name!r} has no test examples.")
+    if sampling not in ("random", "stratified"):
+        raise AnchorlensError(f"sampling must be 'random' or 'stratified', got {sampling!r}.")
+    if n is not None and n < 1:
+        raise AnchorlensError(f"n must be >= 1, got {n}.")
+    order = np.random.default_rng(seed).permutation(len(task.test)) if shuffle else np.arange(len(task.test))
+    if sampling == "stratified" and n is not None and n < len(task.test):
+        order = _stratified(task, order, n)
+    elif n is not None:
+        order = order[:n]
+    return [task.test[int(i)] for i in order]
+
+
+def _stratified(task: Task, order: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` of ``order`` re-balanced over classes (see :func:`sample_test`)."""
+    labels = np.array([task.test[int(i)].label for i in order])
+    present = list(dict.fromkeys(labels.tolist()))  # classes in order of first appearance
+    if n < len(present):
+        raise AnchorlensError(
+            f"Stratified sampling of n={n} queries cannot cover the {len(present)} classes of task "
+            f"{task.name!r}; use n >= {len(present)} or sampling='random'."
+        )
+    available = {c: int((labels == c).sum()) for c in present}
+    quota = dict.fromkeys(present, 0)
+    left = n
+    while left:  # water-filling: one more per class, in order, while it has examples left
+        for c in present:
+            if left and quota[c] < available[c]:
+                quota[c] += 1
+                left -= 1
+    taken = dict.fromkeys(present, 0)
+    keep = []
+    for i, c in zip(order, labels.tolist(), strict=True):
+        if taken[c] < quota[c]:
+            taken[c] += 1
+            keep.append(i)
+    return np.array(keep)
+
+
+def class_balance_warning(task: Task, queries: Sequence[Example], minimum: int = MIN_PER_CLASS) -> str | None:
+    """A warning when some class of ``task`` has fewer than ``minimum`` of ``queries`` (None otherwise):
+    per-class statistics (diagnosis pairs, per-class AUCs) are then undefined or noisy."""
+    counts = np.bincount([q.label for q in queries if q.label >= 0], minlength=task.n_classes)
+    few = [f"{task.label_names[c]} ({counts[c]})" for c in range(task.n_classes) if counts[c] < minimum]
+    if not few:
+        return None
+    return (
+        f"Task {task.name!r}: class(es) {', '.join(few)} have fewer than {minimum} of the {len(queries)} test "
+        "queries, so per-class statistics are undefined or noisy; use sampling='stratified' "
+        "(--sampling stratified) or a larger n."
+    )
+
+
+def resample_demonstrations(
+    task: Task, n_queries: int, shots: int = 1, seed: int = 42
+) -> list[list[Example]]:
+    """Per-query demonstrations as the paper's saliency script draws them: ``shots`` per class with
+    replacement for every query, then one seeded permutation applied to every query's set (so the class
+    order is the same within a seed)."""
+    groups = task.by_class("train")
+    if any(not g for g in groups):
+        empty = [task.label_names[c] for c, g in enumerate(groups) if not g]
+        raise AnchorlensError(f"Task {task.name!r}: no train examples of class(es) {empty}.")
+    rs = np.random.RandomState(seed)
+    perm = np.random.default_rng(seed).permutation(task.n_classes * shots)
+    out = []
+    for _ in range(n_queries):
+        drawn = [task.train[int(i)] for g in groups for i in rs.choice(g, shots)]
+        out.append([drawn[int(j)] for j in perm])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Building prompts
+
+
+def _check_label_tokens(tokenizer: Any, word: str, in_context: list[int]) -> None:
+    """Refuse a label word that tokenizes differently inside the prompt than alone."""
+    alone = _encode(tokenizer, word)
+    if in_context != alone:
+        raise AnchorlensError(
+            f"Label word {word!r} tokenizes as {tokenizer.convert_ids_to_tokens(in_context)} inside the "
+            f"prompt but as {tokenizer.convert_ids_to_tokens(alone)} alone, so its position would be "
+            "wrong. Put the label word's leading space in the label word, not in the template "
+            "(template '...Sentiment:{label}', label word ' Positive')."
+        )
+
+
+def build_prompt(
+    model_or_tokenizer: Any,
+    task: Task,
+    demos: Sequence[Example],
+    query: Example | str,
+    *,
+    demo_texts: bool = True,
+) -> IclPrompt:
+    """Tokenize one prompt and locate its anchors.
+
+    ``demo_texts=False`` drops the demonstrations' texts and keeps their format and label lines
+    (``Review:\nSentiment: Negative``): the paper's Text_anchor baseline.
+
+    Raises:
+        AnchorlensError: a demonstration's label word tokenizes differently inside the prompt than alone
+            (e.g. the template ends with a space and the label word has none), or maps to ``<unk>``.
+    """
+    tokenizer = get_tokenizer(model_or_tokenizer)
+    ids = label_token_ids(task, tokenizer)
+    head, middle, suffix = task.template_parts
+    q = query if isinstance(query, Example) else Example(query, -1)
+
+    # Character spans of every piece, tagged: "t" text, "l" label word, "f" formatting.
+    pieces: list[tuple[str, str, int]] = []  # (kind, string, demo index or -1)
+    for d, ex in enumerate(demos):
+        body = ex.text if demo_texts else ""
+        pieces += [("f", head if demo_texts else head.rstrip(), d), ("t", body, d), ("f", middle, d)]
+        pieces += [("l", task.label_words[ex.label], d)]
+        pieces += [("f", suffix, d), ("f", task.separator, d)]
+    pieces += [("q", head, -1), ("q", q.text, -1), ("q", middle, -1)]
+    text = "".join(s for _, s, _ in pieces)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    tokens: list[int] = list(enc["input_ids"])
+    offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+
+    # Owner of each character: (kind, demo) of its piece. A token is the label word's if it covers a
+    # non-space character of it, else text if it covers any text character, else formatting.
+    owner: list[tuple[str, int]] = []
+    for kind, s, d in pieces:
+        owner += [("f" if kind == "l" and ch.isspace() else kind, d) for ch in s]
+    n_demos = len(demos)
+    label_spans: list[list[int]] = [[] for _ in range(n_demos)]
+    text_pos: list[list[int]] = [[] for _ in range(n_demos)]
+    fmt: list[int] = []
+    query_start = len(tokens)
+    for t, (a, b) in enumerate(offsets):
+        kinds = [owner[c] for c in range(a, b)] or [("f", -1)]
+        if any(k == "q" for k, _ in kinds):
+            query_start = min(query_start, t)
+            continue
+        labels = {d for k, d in kinds if k == "l"}
+        texts = {d for k, d in kinds if k == "t"}
+        if labels:
+            label_spans[labels.pop()].append(t)
+        elif texts:
+            text_pos[texts.pop()].append(t)
+        else:
+            fmt.append(t)
+
+    for d, ex in enumerate(demos):
+        _check_label_tokens(tokenizer, task.label_words[ex.label], [tokens[t] for t in label_spans[d]])
+    text_spans = tuple((min(p), max(p) + 1) if p else (0, 0) for p in text_pos)
+    if query_start >= len(tokens):
+        raise AnchorlensError("The query tokenized to nothing; the template and query text are empty.")
+    return IclPrompt(
+        tokens=tuple(tokens),
+        text=text,
+        label=q.label,
+        demo_labels=tuple(ex.label for ex in demos),
+        label_spans=tuple(tuple(s) for s in label_spans),
+        text_spans=text_spans,
+        format_positions=tuple(fmt),
+        query_start=query_start,
+        label_token_ids=ids,
+    )
+
+
+def build_prompts(
+    model: Any,
+    task: Task,
+    queries: Sequence[Example] | None = None,
+    *,
+    n: int | None = None,
+    shots: int = 1,
+    seed: int = 42,
+    demonstrations: Demonstrations | Sequence[Example] | None = None,
+    resample: bool = False,
+    max_tokens: int | None = None,
+    on_overflow: Literal["error", "drop"] = "error",
+    shuffle_test: bool = True,
+    sampling: Sampling | str = "random",
+) -> PromptSet:
+    """The ICL prompts of one experiment.
+
+    Args:
+        model: A HookedTransformer-like model (its ``tokenizer`` and ``cfg.n_ctx`` are used) or a tokenizer.
+        task: From :func:`anchorlens.load_task`.
+        queries: Query examples; default: :func:`sample_test` ``(task, n, seed)``.
+        n: Number of test queries when ``queries`` is not given (default: all).
+        shots: Demonstrations per class.
+        seed: Seeds the demonstrations and the test sample.
+        demonstrations: Fixed demonstrations to use instead of sampling.
+        resample: Draw new demonstrations for every query (the paper's saliency setup).
+        max_tokens: Longest allowed prompt (default: the model's context ``cfg.n_ctx``).
+        on_overflow: ``"error"`` (default) or ``"drop"`` prompts longer than ``max_tokens``; dropped ones
+            are counted in ``PromptSet.n_dropped`` and warned about. Never truncates.
+        shuffle_test: Sample test queries in the seeded order (the paper) or file order.
+        sampling: ``"random"`` (the paper) or ``"stratified"`` (as equal per class as the test split allows;
+            see :func:`sample_test`).
+    """
+    if queries is None:
+        queries = sample_test(task, n, seed, shuffle=shuffle_test, sampling=sampling)
+    demo_set: Demonstrations | None
+    if resample:
+        per_query = resample_demonstrations(task, len(queries), shots, seed)
+        demo_set = None
+    else:
+        if demonstrations is None:
+            demo_set = sample_demonstrations(task, shots, seed)
+        elif isinstance(demonstrations, Demonstrations):
+            demo_set = demonstrations
+        else:
+            demo_set = Demonstrations(tuple(demonstrations), (), seed)
+        per_query = [list(demo_set.demos)] * len(queries)
+    if max_tokens is None:
+        cfg = getattr(model, "cfg", None)
+        max_tokens = getattr(cfg, "n_ctx", None)
+    prompts = []
+    dropped = 0
+    for demos, q in zip(per_query, queries, strict=True):
+        p = build_prompt(model, task, demos, q)
+        if max_tokens is not None and len(p) > max_tokens:
+            if on_overflow == "error":
+                raise AnchorlensError(
+                    f"A prompt has {len(p)} tokens, more than the model's context of {max_tokens}. Use fewer "
+                    "shots, shorter examples, or on_overflow='drop' (CLI: --on-overflow drop) to skip such "
+                    "prompts (they are counted, never truncated)."
+                )
+            dropped += 1
+            continue
+        prompts.append(p)
+    if dropped:
+        warnings.warn(
+            f"Dropped {dropped} of {len(queries)} prompts longer than {max_tokens} tokens.", stacklevel=2
+        )
+    return PromptSet(tuple(prompts), task, demo_set, dropped)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batching
+
+
+def collate(
+    prompts: Sequence[IclPrompt],
+    pad_token_id: int,
+    padding_side: str = "right",
+    device: Any = None,
+    indices: Sequence[int] | None = None,
+) -> PromptBatch:
+    """Pad prompts into one batch; positions are shifted so they index the padded tokens.
+
+    Raises:
+        AnchorlensError: rows have different numbers of demonstrations or different label words.
+    """
+    if not prompts:
+        raise AnchorlensError("Cannot batch zero prompts.")
+    if padding_side not in ("right", "left"):
+        raise AnchorlensError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
+    n_demo = {len(p.demo_labels) for p in prompts}
+    if len(n_demo) > 1 or len({p.label_token_ids for p in prompts}) > 1:
+        raise AnchorlensError(
+            "All prompts in a batch need the same number of demonstrations and label words."
+        )
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    offset = torch.zeros(len(prompts), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        off = width - len(p) if padding_side == "left" else 0
+        tokens[i, off : off + len(p)] = torch.tensor(p.tokens)
+        mask[i, off : off + len(p)] = 1
+        offset[i] = off
+    target = torch.tensor([p.target for p in prompts]) + offset
+    label_pos = torch.tensor([p.label_positions for p in prompts], dtype=torch.long).reshape(len(prompts), -1)
+    demo_labels = torch.tensor([p.demo_labels for p in prompts], dtype=torch.long).reshape(len(prompts), -1)
+    return PromptBatch(
+        tokens=tokens.to(device),
+        attention_mask=mask.to(device),
+        target=target.to(device),
+        label_positions=(label_pos + offset[:, None]).to(device),
+        demo_labels=demo_labels.to(device),
+        offset=offset.to(device),
+        prompts=tuple(prompts),
+        indices=tuple(indices) if indices is not None else tuple(range(len(prompts))),
+    )
+
+
+def pad_token_id(model_or_tokenizer: Any) -> int:
+    """The tokenizer's pad id, else its end-of-sequence id, else 0 (pads are masked out anyway)."""
+    tokenizer = getattr(model_or_tokenizer, "tokenizer", None) or model_or_tokenizer
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def iter_batches(
+    model: Any, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
+) -> Iterator[PromptBatch]:
+    """Batches of ``prompts`` in order, on the model's device, padded with the tokenizer's pad id."""
+    for _, batch in ordered_batches(model, prompts, list(range(len(prompts))), batch_size, padding_side):
+        yield batch
+
+
+def sorted_batches(
+    model: Any, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
+) -> Iterator[tuple[list[int], PromptBatch]]:
+    """``(indices, batch)`` pairs over prompts grouped by length (longest first), so little compute goes
+    to padding; ``indices`` says which prompts each batch row holds."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    yield from ordered_batches(model, prompts, order, batch_size, padding_side)
+
+
+def ordered_batches(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    order: Sequence[int],
+    batch_size: int = 8,
+    padding_side: PaddingSide = "right",
+) -> Iterator[tuple[list[int], PromptBatch]]:
+    """``(indices, batch)`` pairs taking ``prompts`` in ``order``, ``batch_size`` at a time."""
+    if batch_size < 1:
+        raise AnchorlensError(f"batch_size must be >= 1, got {batch_size}.")
+    pad = pad_token_id(model)
+    device = getattr(getattr(model, "cfg", None), "device", None)
+    for i in range(0, len(order), batch_size):
+        index = list(order[i : i + batch_size])
+        yield index, collate([prompts[j] for j in index], pad, padding_side, device, index)

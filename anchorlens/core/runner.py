@@ -1,0 +1,403 @@
+"""The one batched forward loop of anchorlens, and the hook contract every experiment shares.
+
+Every experiment takes ``fwd_hooks``: either a list of TransformerLens ``(hook_name, fn)`` pairs, active in
+every forward pass, or a callable ``(batch: PromptBatch) -> list`` called once per padded batch, for hooks
+that need each row's positions (``batch.indices`` says which prompts of the full set the rows hold). The
+caller's hooks are added before the experiment's own hooks, so at a shared hook point anchorlens sees the
+activation as the caller's hooks left it (see :mod:`anchorlens.core.hooks`). Everything runs under
+``model.hooks(...)``, so nothing stays attached after an exception.
+
+Prefix reuse (:func:`forward_batches`' ``share_prefix`` and ``prefix_cache``): prompts sharing their
+demonstrations run them once, as a ``"prefix"`` batch (one row, ``hook_pattern`` ``[1, head, P, P]``), and each
+batch's queries on their key/value cache, as a ``"query"`` batch (``hook_pattern`` ``[batch, head, Q, P + Q]``:
+row ``i`` is prompt position ``P + i``, key column ``j`` prompt position ``j``; ``hook_k``/``hook_q`` see the query
+tokens only). A caller's hooks see only ``"full"`` batches unless the caller passes ``prefix_cache=True``;
+anchorlens' own hook functions are marked :func:`prefix_aware` and work on every kind.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+from anchorlens.core.backends import forward_arguments, is_bridge, require_attention_edits
+from anchorlens.core.hooks import FwdHook
+from anchorlens.core.kvcache import (
+    PrefixCache,
+    empty_cache,
+    prefix_batch,
+    query_batch,
+    shared_prefix,
+    supports_prefix_cache,
+)
+from anchorlens.core.metrics import Predictions
+from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, pad_token_id, sorted_batches
+from anchorlens.errors import AnchorlensError
+from anchorlens.types import VocabLogits
+
+FwdHooks = Sequence[FwdHook]
+# Hooks that depend on the batch (per-row positions): called once per padded batch.
+BatchHooks = Callable[[PromptBatch], FwdHooks]
+HookSpec = FwdHooks | BatchHooks | None
+
+_CURRENT_BATCH: ContextVar[PromptBatch | None] = ContextVar("anchorlens_current_batch", default=None)
+
+
+def current_batch() -> PromptBatch | None:
+    """The batch an anchorlens forward pass is running now (None outside one): lets hooks attached
+    outside the loop, such as :meth:`AnchorReweighting.applied`, find each row's positions."""
+    return _CURRENT_BATCH.get()
+
+
+@contextmanager
+def running(batch: PromptBatch) -> Iterator[None]:
+    """Publish ``batch`` as :func:`current_batch` for the duration of one forward pass."""
+    token = _CURRENT_BATCH.set(batch)
+    try:
+        yield
+    finally:
+        _CURRENT_BATCH.reset(token)
+
+
+def check_hooks(model: Any, hooks: Any, source: str = "fwd_hooks") -> list[FwdHook]:
+    """``hooks`` as a list of ``(hook_name, fn)`` pairs whose names the model has.
+
+    Raises:
+        AnchorlensError: not a list or tuple of ``(str, callable)`` pairs, or a hook name the model does
+            not have (the message names it and the closest existing name).
+    """
+    if not isinstance(hooks, list | tuple):
+        raise AnchorlensError(
+            f"{source} must be a list of (hook_name, fn) pairs or a function of the batch returning one; "
+            f"got {type(hooks).__name__}."
+        )
+    known = getattr(model, "hook_dict", None)
+    for item in hooks:
+        if not (
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and callable(item[1])
+        ):
+            raise AnchorlensError(
+                f"{source} must hold (hook_name: str, fn: callable) pairs; got {item!r:.120}."
+            )
+        if known is not None and item[0] not in known:
+            close = difflib.get_close_matches(item[0], list(known), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise AnchorlensError(f"{source}: the model has no hook point {item[0]!r}.{hint}")
+    return list(hooks)
+
+
+def resolve_hooks(model: Any, spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
+    """The caller's hooks for ``batch``: the list itself, or what the callable returns for it (checked)."""
+    if spec is None:
+        return []
+    if callable(spec):
+        return check_hooks(model, spec(batch), "The fwd_hooks function's return value")
+    return list(spec)
+
+
+def then(first: HookSpec, second: HookSpec) -> HookSpec:
+    """One hook spec: ``first``'s hooks, then ``second``'s (each a list, a function of the batch, or None)."""
+    if first is None or (not callable(first) and not first):
+        return second
+    if second is None or (not callable(second) and not second):
+        return first
+
+    def hooks(batch: PromptBatch) -> list[FwdHook]:
+        return [*_hooks_for(first, batch), *_hooks_for(second, batch)]
+
+    return prefix_aware(hooks) if _aware(first) and _aware(second) else hooks
+
+
+def _hooks_for(spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
+    if spec is None:
+        return []
+    return (
+        check_hooks(None, spec(batch), "The fwd_hooks function's return value")
+        if callable(spec)
+        else list(spec)
+    )
+
+
+def target_logits(
+    model: Any, batch: PromptBatch, fwd_hooks: FwdHooks = (), **forward_kwargs: Any
+) -> VocabLogits:
+    """``[batch, d_vocab]`` full-vocabulary logits at each row's target position.
+
+    On a ``HookedTransformer`` the unembedding runs on the target rows only (it is ~20% of a small
+    model's compute otherwise); ``fwd_hooks`` are active for the whole forward pass; ``forward_kwargs``
+    (e.g. ``past_kv_cache``) go to the model's forward.
+    """
+    rows = torch.arange(len(batch), device=batch.tokens.device)
+    require_attention_edits(model, (name for name, _ in fwd_hooks))  # once per model: no silent no-ops
+    # No hooks, no context: leaving model.hooks() walks every hook point (~2.5 ms on SmolLM2).
+    with model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext(), running(batch):
+        if hasattr(model, "ln_final") and hasattr(model, "unembed") and not is_bridge(model):
+            resid = model(
+                batch.tokens,
+                attention_mask=batch.attention_mask,
+                stop_at_layer=model.cfg.n_layers,
+                **forward_kwargs,
+            )
+            final = resid[rows, batch.target][:, None, :]
+            return model.unembed(model.ln_final(final))[:, 0, :]
+        # On the Bridge a key/value cache becomes a Hugging Face one with explicit positions.
+        logits = model(batch.tokens, **forward_arguments(model, batch.attention_mask, forward_kwargs))
+        return logits[rows, batch.target]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class PrefixCacheFallback(UserWarning):
+    """``prefix_cache=True`` was asked for prompts that do not share their demonstrations (or a model that
+    cannot run queries on a cache): the loop ran the full prompts instead."""
+
+
+def prefix_aware(fn: _F) -> _F:
+    """Mark a ``fwd_hooks`` function of the batch as working on ``"prefix"`` and ``"query"`` batches too
+    (anchorlens' own: :func:`anchorlens.isolate`, ``AnchorReweighting.hooks``), so passing it does not turn
+    prefix reuse off. Its hooks on a ``"prefix"`` batch must depend on the prefix alone."""
+    fn.prefix_aware = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _aware(spec: HookSpec) -> bool:
+    return spec is None or (not callable(spec) and not spec) or bool(getattr(spec, "prefix_aware", False))
+
+
+def _attached_hooks_aware(model: Any) -> bool:
+    """Whether every hook attached to ``model`` before the loop (``with model.hooks(...)``) is
+    :func:`prefix_aware` (e.g. ``AnchorReweighting.applied``): others expect full prompts."""
+    for point in getattr(model, "hook_dict", {}).values():
+        for handle in getattr(point, "fwd_hooks", ()):
+            if not getattr(getattr(handle, "user_hook", None), "prefix_aware", False):
+                return False
+    return True
+
+
+@dataclass
+class PrefixPlan:
+    """How one loop reuses the shared demonstrations: the prefix batch, its cache (filled on first use; kept
+    across loop calls when ``store`` is given) and whether to refill it for every batch (grad mode: the
+    prefix's graph belongs to each batch's backward)."""
+
+    tokens: tuple[int, ...]
+    batch: PromptBatch
+    pad: int
+    store: dict[tuple[int, ...], PrefixCache]
+    per_batch: bool
+    caller_opted_in: bool
+
+
+def prefix_plan(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    fwd_hooks: HookSpec,
+    share_prefix: bool,
+    prefix_cache: bool | None,
+    store: dict[tuple[int, ...], PrefixCache] | None = None,
+) -> PrefixPlan | None:
+    """The loop's prefix reuse, or None for the full path: reuse needs the experiment's consent
+    (``share_prefix``), the caller's (``prefix_cache`` not False; their hooks prefix-aware or
+    ``prefix_cache=True``), prompts sharing their demonstrations and a model that caches keys and values.
+    Hooks attached to the model before the loop count as the caller's. ``prefix_cache=True`` on prompts that
+    cannot share warns (:class:`PrefixCacheFallback`)."""
+    if not share_prefix or prefix_cache is False:
+        return None
+    if not prefix_cache and not (_aware(fwd_hooks) and _attached_hooks_aware(model)):
+        return None
+    tokens = shared_prefix(prompts)
+    if tokens is None or not supports_prefix_cache(model):
+        if prefix_cache:
+            why = "do not share their demonstrations" if tokens is None else "run on a model without a cache"
+            warnings.warn(
+                f"prefix_cache=True but the prompts {why}; running the full prompts instead.",
+                PrefixCacheFallback,
+                stacklevel=3,
+            )
+        return None
+    batch = prefix_batch(prompts[0], getattr(model.cfg, "device", None))
+    own_store = store if store is not None else {}
+    per_batch = store is None and torch.is_grad_enabled()
+    return PrefixPlan(tokens, batch, pad_token_id(model), own_store, per_batch, bool(prefix_cache))
+
+
+def _prefix_cache(model: Any, plan: PrefixPlan, hooks: Callable[[], FwdHooks]) -> PrefixCache:
+    """The plan's prefix cache, running the prefix (under ``hooks``) when not cached yet or per batch."""
+    cached = None if plan.per_batch else plan.store.get(plan.tokens)
+    if cached is not None:
+        return cached
+    cache = empty_cache(model)
+    keep = not plan.per_batch
+    with torch.no_grad() if keep else nullcontext():
+        _checked_forward(model, plan.batch, hooks(), plan.caller_opted_in, past_kv_cache=cache)
+    filled = PrefixCache.from_filled(cache)
+    if keep:
+        plan.store[plan.tokens] = filled.detached()
+    return filled
+
+
+def _checked_forward(
+    model: Any, batch: PromptBatch, hooks: FwdHooks, opted_in: bool, **kwargs: Any
+) -> VocabLogits:
+    """:func:`target_logits`; on the cached path with the caller's hooks, an error not anchorlens' own
+    becomes an :class:`AnchorlensError` naming ``prefix_cache``."""
+    if not opted_in or batch.kind == "full":
+        return target_logits(model, batch, hooks, **kwargs)
+    try:
+        return target_logits(model, batch, hooks, **kwargs)
+    except AnchorlensError:
+        raise
+    except Exception as e:
+        raise AnchorlensError(
+            f"A forward pass on the prefix-cache path ({batch.kind!r} batch, tokens "
+            f"{tuple(batch.tokens.shape)}) failed with {type(e).__name__}: {e}. With prefix_cache=True your "
+            "fwd_hooks see the demonstrations alone and then the queries on their key/value cache "
+            "(hook_pattern [batch, head, query_len, prefix_len + query_len]); pass prefix_cache=False to "
+            "run full prompts."
+        ) from e
+
+
+def forward_batches(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    fwd_hooks: HookSpec = None,
+    own_hooks: BatchHooks | None = None,
+    batch_size: int = 8,
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+    desc: str = "forward",
+    batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
+    forward_kwargs: Callable[[PromptBatch], dict[str, Any]] | None = None,
+    share_prefix: bool = False,
+    prefix_cache: bool | None = None,
+    prefix_store: dict[tuple[int, ...], PrefixCache] | None = None,
+) -> Iterator[tuple[list[int], PromptBatch, VocabLogits]]:
+    """Run ``prompts`` in padded batches (longest first); yield ``(indices, batch, target logits)``.
+
+    Args:
+        fwd_hooks: The caller's hooks (a list, or a function of the batch), added first.
+        own_hooks: The experiment's hooks for each batch, added after the caller's.
+        batches: Other batches to run instead of ``sorted_batches(prompts)`` (e.g. queries on a cache).
+        forward_kwargs: Extra forward arguments per batch (e.g. ``past_kv_cache``).
+        progress: Show a progress bar (a string is used as its description, else ``desc``).
+        share_prefix: The experiment's consent to prefix reuse (its result is provably the full prompt's):
+            when the prompts share their demonstrations, the demonstrations run once (a ``"prefix"`` batch,
+            under the hooks) and each ``"full"`` batch runs as a ``"query"`` batch on their key/value cache
+            (right-padded), yielded as such (see :mod:`anchorlens.core.kvcache` for its coordinates).
+        prefix_cache: The caller's consent: None (default) reuses only when ``fwd_hooks`` are empty or
+            anchorlens' own (:func:`prefix_aware`), so a caller's hooks always see full prompts; True lets
+            the caller's hooks see prefix and query batches (``hook_pattern`` of a query batch is
+            ``[batch, head, query_len, prefix_len + query_len]``); False never reuses.
+        prefix_store: Keep the prefix cache here across loop calls (the prefix's hooks must not change
+            between calls; the cache carries no gradient).
+
+    Grad mode is the caller's: wrap the loop in ``torch.no_grad()`` or ``torch.enable_grad()``. The logits
+    carry the graph of their forward pass, so a loss on them can be differentiated after the hooks are gone.
+    Under grad, the prefix runs again for every batch (unless ``prefix_store``), inside that batch's graph.
+    """
+    if fwd_hooks is not None and not callable(fwd_hooks):
+        fwd_hooks = check_hooks(model, fwd_hooks)  # before any forward pass
+    runs = batches if batches is not None else sorted_batches(model, prompts, batch_size, padding_side)
+    plan = prefix_plan(model, prompts, fwd_hooks, share_prefix, prefix_cache, prefix_store)
+    bar = tqdm(
+        total=len(prompts),
+        desc=progress if isinstance(progress, str) else desc,
+        disable=not progress,
+        unit="prompt",
+    )
+
+    def hooks_for(batch: PromptBatch) -> list[FwdHook]:
+        return [*resolve_hooks(model, fwd_hooks, batch), *(own_hooks(batch) if own_hooks else [])]
+
+    with bar:
+        for index, batch in runs:
+            kwargs = forward_kwargs(batch) if forward_kwargs else {}
+            if plan is not None and batch.kind == "full":
+                cache = _prefix_cache(model, plan, lambda: hooks_for(plan.batch))
+                batch = query_batch(batch.prompts, batch.indices, plan.pad, batch.tokens.device)
+                kwargs = {**kwargs, **cache.forward_kwargs(len(batch))}
+            opted_in = plan is not None and plan.caller_opted_in
+            yield index, batch, _checked_forward(model, batch, hooks_for(batch), opted_in, **kwargs)
+            bar.update(len(index))
+
+
+class PredictionBuffer:
+    """Collects :class:`Predictions` (label-word logits, top-k tokens, gold labels) batch by batch."""
+
+    def __init__(self, prompts: Sequence[IclPrompt], top_k: int = 5) -> None:
+        if len(prompts) == 0:
+            raise AnchorlensError("No prompts to run (were they all dropped as too long?).")
+        self.ids = torch.tensor(prompts[0].label_token_ids)
+        self.label_logits = torch.zeros(len(prompts), len(self.ids))
+        self.topk = torch.zeros(len(prompts), top_k, dtype=torch.long)
+        self.labels = torch.tensor([p.label for p in prompts])
+
+    def add(self, index: Sequence[int], logits: VocabLogits) -> None:
+        logits = logits.detach().float().cpu()
+        self.label_logits[list(index)] = logits[:, self.ids]
+        self.topk[list(index)] = logits.topk(self.topk.shape[1], dim=-1).indices
+
+    def result(self) -> Predictions:
+        return Predictions(label_logits=self.label_logits, topk=self.topk, labels=self.labels)
+
+
+def observe_batches(
+    model: Any, prompts: Sequence[IclPrompt], preds: PredictionBuffer, **loop: Any
+) -> Iterator[tuple[list[int], PromptBatch]]:
+    """:func:`forward_batches` (same keywords) without grad, each batch's predictions added to ``preds``;
+    yields ``(indices, batch)`` after each pass, so the caller reads what its ``own_hooks`` captured."""
+    runs = forward_batches(model, prompts, **loop)
+    while True:
+        with torch.no_grad():  # for each pass only, never across the yield
+            item = next(runs, None)
+        if item is None:
+            return
+        index, batch, logits = item
+        preds.add(index, logits)
+        yield index, batch
+
+
+def predict(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    fwd_hooks: HookSpec = None,
+    batch_size: int = 8,
+    top_k: int = 5,
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+    prefix_cache: bool | None = None,
+) -> Predictions:
+    """Predict every prompt: label-word logits, top-k vocabulary tokens and gold labels.
+
+    Args:
+        model: A ``HookedTransformer`` (or anything with ``hooks()``, ``cfg`` and a tokenizer).
+        prompts: From :func:`anchorlens.build_prompts`.
+        fwd_hooks: ``(hook_name, fn)`` pairs applied during every forward pass, or a function of the
+            :class:`PromptBatch` returning them (for hooks that need each row's positions).
+        batch_size: Prompts per forward pass (padded; results equal the unbatched ones).
+        top_k: How many top vocabulary tokens to keep per prompt (for word loyalty).
+        padding_side: ``"right"`` (the paper) or ``"left"``.
+        progress: Show a progress bar (a string is used as its description).
+        prefix_cache: Run the shared demonstrations once and the queries on their key/value cache: None
+            (default) when ``fwd_hooks`` are empty or anchorlens' own, True also with your hooks (they then
+            see ``"prefix"`` and ``"query"`` batches), False never (see :func:`forward_batches`).
+    """
+    out = PredictionBuffer(prompts, top_k)
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="predict"
+    )
+    loop.update(share_prefix=True, prefix_cache=prefix_cache)
+    for _ in observe_batches(model, prompts, out, fwd_hooks=fwd_hooks, **loop):
+        pass
+    return out.result()

@@ -1,0 +1,1 @@
+"""The experiments, one folder each (computation, declaration, claim, summary and report section)."""

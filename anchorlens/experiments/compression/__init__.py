@@ -1,0 +1,1 @@
+"""The compression experiment: its computation, declaration, claim, summary and report section."""

@@ -1,0 +1,1 @@
+"""The deep experiment: its computation, declaration, claim, summary and report section."""

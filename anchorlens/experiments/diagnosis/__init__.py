@@ -1,0 +1,1 @@
+"""The diagnosis experiment: its computation, declaration, claim, summary and report section."""

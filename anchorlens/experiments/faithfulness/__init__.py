@@ -1,0 +1,1 @@
+"""The faithfulness experiment: its computation, declaration, claim, summary and report section."""

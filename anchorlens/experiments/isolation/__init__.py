@@ -1,0 +1,1 @@
+"""The isolation experiment: its computation, declaration, claim, summary and report section."""

@@ -1,0 +1,1 @@
+"""The saliency experiment: its computation, declaration, claim, summary and report section."""

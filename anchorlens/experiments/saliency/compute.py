@@ -1,0 +1,395 @@
+"""Information flow by attention x gradient saliency (paper section 2.1, Figure 3).
+
+For layer l, ``I_l = | sum_h A_{h,l} * dL/dA_{h,l} |`` with ``A`` the post-softmax attention and ``L`` the
+cross-entropy of the label-restricted logits at the target against the gold label. ``I_l(i, j)`` says how
+much the loss depends on the information flowing from token j to token i in layer l. Three means over
+pair sets summarise it per layer (diagonal excluded, token 0 kept):
+
+- ``S_wp``: text -> label words, pairs ``(p_k, j)`` with ``j < p_k``;
+- ``S_pq``: label words -> target, pairs ``(q, p_k)``;
+- ``S_ww``: every other causal pair ``(i, j)``, ``j < i <= q``.
+
+The paper's claim: S_wp dominates shallow layers, S_pq deep layers. Its figures normalise the three
+per-example-averaged curves to sum to 1 per layer (:meth:`SaliencyResult.normalized`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from anchorlens.core.hooks import gradient_multiplier_hooks
+from anchorlens.core.layers import layer_thirds
+from anchorlens.core.models import frozen
+from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, collate, pad_token_id
+from anchorlens.core.runner import BatchHooks, HookSpec, forward_batches
+from anchorlens.errors import AnchorlensError
+
+HeadReduction = Literal["sum", "abs"]
+Keep = Literal["none", "layers", "heads"]
+FlowMasks = Bool[Tensor, "batch query key"]
+Saliency = Float[Tensor, "layer batch query key"]
+
+
+@dataclass(frozen=True)
+class SaliencyResult:
+    """Per-example, per-layer information flows.
+
+    Attributes:
+        S_wp: ``[n, layer]`` mean saliency of text -> label-word pairs.
+        S_pq: ``[n, layer]`` mean saliency of label-word -> target pairs.
+        S_ww: ``[n, layer]`` mean saliency of all other causal pairs.
+        heads: ``"sum"`` (paper: absolute value of the head sum) or ``"abs"`` (sum of per-head absolutes).
+        matrices: Only when asked: per prompt, ``[layer, query, key]`` saliency (``keep="layers"``) or
+            ``[layer, head, query, key]`` (``keep="heads"``, signed per-head ``A * dL/dA``), unpadded.
+    """
+
+    S_wp: Float[Tensor, "n layer"]
+    S_pq: Float[Tensor, "n layer"]
+    S_ww: Float[Tensor, "n layer"]
+    heads: str = "sum"
+    matrices: tuple[Tensor, ...] | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.S_wp.shape[1])
+
+    def curves(self) -> dict[str, Float[Tensor, " layer"]]:
+        """The three flows per layer, averaged over examples."""
+        return {"S_wp": self.S_wp.mean(0), "S_pq": self.S_pq.mean(0), "S_ww": self.S_ww.mean(0)}
+
+    def normalized(self) -> dict[str, Float[Tensor, " layer"]]:
+        """The averaged curves scaled to sum to 1 per layer (the paper's "relative sizes")."""
+        c = self.curves()
+        total = c["S_wp"] + c["S_pq"] + c["S_ww"]
+        return {f"{k}_norm": v / total.clamp_min(torch.finfo(v.dtype).tiny) for k, v in c.items()}
+
+    def thirds(self) -> list[dict[str, Any]]:
+        """The paper's claim per third of the network (shallow, middle, deep): mean normalised S_wp and
+        S_pq there, and which dominates. The claim: S_wp in the shallow third, S_pq in the deep third."""
+        return thirds({k: [float(x) for x in v] for k, v in self.normalized().items()})
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n_layers": self.n_layers, "heads": self.heads}
+        for k, v in {**self.curves(), **self.normalized()}.items():
+            out[k] = [float(x) for x in v]
+        thirds = self.thirds()
+        out["thirds"] = thirds
+        out["claim_holds"] = {
+            "shallow_S_wp_dominates": thirds[0]["dominant"] == "S_wp",
+            "deep_S_pq_dominates": thirds[2]["dominant"] == "S_pq",
+        }
+        out["per_example"] = {k: getattr(self, k).tolist() for k in ("S_wp", "S_pq", "S_ww")}
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SaliencyResult:
+        """The result :meth:`to_json` wrote (its per-example flows; not the optional matrices)."""
+        wp, pq, ww = (
+            torch.tensor(d["per_example"][k], dtype=torch.float32) for k in ("S_wp", "S_pq", "S_ww")
+        )
+        return cls(S_wp=wp, S_pq=pq, S_ww=ww, heads=d["heads"])
+
+
+def flow_masks(batch: PromptBatch, width: int) -> tuple[FlowMasks, FlowMasks, FlowMasks]:
+    """Boolean ``[batch, query, key]`` masks of the pair sets C_wp, C_pq and C_ww (padded coordinates)."""
+    ar = torch.arange(width, device=batch.tokens.device)
+    real = batch.attention_mask.bool()
+    q = batch.target
+    causal = ar[None, :, None] > ar[None, None, :]
+    valid = causal & real[:, :, None] & real[:, None, :] & (ar[None, :, None] <= q[:, None, None])
+    rows = torch.arange(len(batch), device=ar.device)[:, None]
+    is_label = torch.zeros_like(real)
+    is_label[rows, batch.label_positions] = True
+    wp = valid & is_label[:, :, None]
+    pq = torch.zeros_like(valid)
+    pq[rows, q[:, None], batch.label_positions] = True
+    ww = valid & ~wp & ~pq
+    return wp, pq, ww
+
+
+def thirds(curves: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
+    """Per third of the layers (shallow, middle, deep): mean ``S_wp_norm`` and ``S_pq_norm`` and which
+    dominates, from normalised per-layer curves (a :meth:`SaliencyResult.normalized` or its JSON). A third
+    with no layers (a model with fewer than 3) has ``None`` values."""
+    out: list[dict[str, Any]] = []
+    for name, r in zip(("shallow", "middle", "deep"), layer_thirds(len(curves["S_wp_norm"])), strict=True):
+        if not r:  # fewer than 3 layers: this third is empty
+            out.append({"third": name, "layers": [], "S_wp_norm": None, "S_pq_norm": None, "dominant": None})
+            continue
+        a, b = r.start, r.stop
+        wp, pq = float(np.mean(curves["S_wp_norm"][a:b])), float(np.mean(curves["S_pq_norm"][a:b]))
+        dominant = "S_wp" if wp > pq else "S_pq"
+        out.append(
+            {"third": name, "layers": [a, b - 1], "S_wp_norm": wp, "S_pq_norm": pq, "dominant": dominant}
+        )
+    return out
+
+
+def _check_grad_batch(batch: PromptBatch) -> None:
+    if torch.is_inference_mode_enabled():
+        raise AnchorlensError(
+            "Saliency needs gradients, which torch.inference_mode() forbids; call it outside that block "
+            "(torch.no_grad() is fine: anchorlens enables grad locally)."
+        )
+    if any(p.label < 0 for p in batch.prompts):
+        raise AnchorlensError("Saliency's loss needs the gold label of every query; some prompts have none.")
+
+
+def _row_losses(batch: PromptBatch, logits: Tensor) -> Float[Tensor, " batch"]:
+    """Each row's cross-entropy of its label-restricted logits against its gold label."""
+    labels = torch.tensor([p.label for p in batch.prompts], device=logits.device)
+    ids = torch.tensor(batch.prompts[0].label_token_ids, device=logits.device)
+    return F.cross_entropy(logits[:, ids].float(), labels, reduction="none")
+
+
+def _label_loss(batch: PromptBatch, logits: Tensor) -> Tensor:
+    """The summed cross-entropy of each row's label-restricted logits against its gold label."""
+    return _row_losses(batch, logits).sum()
+
+
+def pattern_gradients(
+    model: Any,
+    run: Callable[[Callable[[PromptBatch], list[Any]]], Iterator[tuple[list[int], PromptBatch, Tensor]]],
+    loss: Callable[[PromptBatch, Tensor], Tensor],
+    *,
+    per_head: bool = False,
+    check: Callable[[PromptBatch], None] | None = None,
+    row_losses: Callable[[PromptBatch, Tensor], Tensor] | None = None,
+) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, "layer batch head query key"]]]:
+    """``(indices, batch, A * dL/dA)`` of every pass that ``run(own_hooks)`` makes, ``L = loss(batch, out)``:
+    multipliers at every ``hook_pattern`` (after the caller's hooks), ``torch.autograd.grad``, parameters
+    frozen and grad on for each forward and backward only, never across the yield. ``check`` sees each batch
+    before its forward. Shared by :func:`saliency_batches` and span flows.
+
+    When ``run`` reuses a prefix (a ``"prefix"`` pass, then ``"query"`` batches on its cache), the prefix's
+    multipliers are shared by the batch's rows, so their gradients are taken per row (``row_losses``, one
+    batched backward) and the batch is yielded as its full, right-padded prompts with the gradients in their
+    coordinates (:func:`cached_multiplier_gradients`)."""
+    n_layers = model.cfg.n_layers
+    store: dict[int, Tensor] = {}
+    prefix: dict[int, Tensor] = {}
+
+    def own(batch: PromptBatch) -> list[Any]:
+        if check is not None:
+            check(batch)
+        target = prefix if batch.kind == "prefix" else store
+        target.clear()
+        return gradient_multiplier_hooks(range(n_layers), target, per_head)
+
+    runs = run(own)
+    while True:
+        with torch.enable_grad(), frozen(model):
+            item = next(runs, None)
+            if item is None:
+                return
+            index, batch, out = item
+            if batch.kind == "query" and prefix:
+                if row_losses is None:
+                    raise AnchorlensError("Gradients on a prefix cache need per-row losses (row_losses=).")
+                grads = cached_multiplier_gradients(row_losses(batch, out), prefix, store, n_layers)
+                batch = collate(
+                    batch.prompts, pad_token_id(model), "right", batch.tokens.device, batch.indices
+                )
+            else:
+                grads = multiplier_gradients(loss(batch, out), store, n_layers)
+        yield index, batch, grads
+
+
+def _check_multipliers(store: dict[int, Tensor], n_layers: int) -> list[Tensor]:
+    missing = [layer for layer in range(n_layers) if layer not in store]
+    if missing:
+        raise AnchorlensError(
+            f"blocks.{missing[0]}.attn.hook_pattern never ran, so its saliency cannot be measured "
+            "(does this model call hook_pattern in its attention?)."
+        )
+    return [store[layer] for layer in range(n_layers)]
+
+
+def _check_used(grads: Sequence[Tensor | None]) -> list[Tensor]:
+    dead = [layer for layer, g in enumerate(grads) if g is None]
+    if dead:
+        raise AnchorlensError(
+            f"blocks.{dead[0]}.attn.hook_pattern is not in the forward path (a hook detached it, or the "
+            "model only observes it), so A * dL/dA is undefined there. Remove hooks that detach the "
+            "pattern, or use a model whose hook_pattern feeds the attention output."
+        )
+    return [g for g in grads if g is not None]
+
+
+def multiplier_gradients(
+    loss: Tensor, store: dict[int, Tensor], n_layers: int
+) -> Float[Tensor, "layer batch head query key"]:
+    """The gradient of ``loss`` w.r.t. every layer's multipliers in ``store`` (from
+    :func:`anchorlens.core.hooks.gradient_multiplier_hooks`): ``A * dL/dA``, stacked over layers.
+
+    Raises:
+        AnchorlensError: a layer's ``hook_pattern`` never ran or is not in the forward path.
+    """
+    inputs = _check_multipliers(store, n_layers)
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return torch.stack(_check_used(grads)).detach()
+
+
+def cached_multiplier_gradients(
+    losses: Float[Tensor, " batch"], prefix: dict[int, Tensor], store: dict[int, Tensor], n_layers: int
+) -> Float[Tensor, "layer batch head query key"]:
+    """``A * dL_r/dA`` of every row ``r`` of a query batch run on a prefix cache, in full-prompt coordinates
+    (``[layer, batch, head, P + query, P + query]``, right-padded).
+
+    The prefix ran once for the batch, so its multipliers (``prefix``, ``[1, head, P, P]``) are shared by the
+    rows: one backward of the summed loss would add the rows' gradients up. Each row's own is one vector-Jacobian
+    product of ``losses`` with a one-hot vector; all of them come from one batched backward
+    (``is_grads_batched``). A query row depends on the prefix and itself only, so its own multipliers'
+    (``store``, ``[batch, head, query, P + query]``) gradient is the diagonal of the batched one.
+    """
+    shared = _check_multipliers(prefix, n_layers)
+    own = _check_multipliers(store, n_layers)
+    b = int(losses.shape[0])
+    one_hot = torch.eye(b, dtype=losses.dtype, device=losses.device)
+    raw = torch.autograd.grad(losses, [*shared, *own], one_hot, is_grads_batched=True, allow_unused=True)
+    # the prefix's attention in the last layers may not reach the query (its keys and values are computed
+    # before it): a zero gradient, as on the full prompt
+    grads = [
+        torch.zeros(b, *m.shape, dtype=m.dtype, device=m.device) if g is None else g
+        for g, m in zip(raw[:n_layers], shared, strict=True)
+    ] + _check_used(raw[n_layers:])
+    rows = torch.arange(b, device=losses.device)
+    out = []
+    for layer in range(n_layers):
+        g_prefix = grads[layer][:, 0]  # [batch, head, P, P]
+        g_query = grads[n_layers + layer][rows, rows]  # [batch, head, query, P + query]
+        n_prefix, width = g_prefix.shape[-1], g_query.shape[-1]
+        full = g_query.new_zeros(b, g_query.shape[1], width, width)
+        full[:, :, :n_prefix, :n_prefix] = g_prefix
+        full[:, :, n_prefix:, :] = g_query
+        out.append(full)
+    return torch.stack(out).detach()
+
+
+def saliency_batches(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    per_head: bool = False,
+    fwd_hooks: HookSpec = None,
+    batch_size: int = 4,
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+    batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
+    prefix_cache: bool | None = None,
+) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, "layer batch head query key"]]]:
+    """``(indices, batch, A * dL/dA)`` for every padded batch, ``[layer, batch, head, query, key]`` (``head``
+    is 1 unless ``per_head``).
+
+    The loss is the sum over rows of each row's cross-entropy of the label-restricted logits against the
+    gold label, so every row's gradient equals its batch-size-1 gradient. Gradients are taken with
+    ``torch.autograd.grad`` on multipliers inserted at ``hook_pattern`` after the caller's hooks;
+    parameters are frozen meanwhile and never get ``.grad``.
+
+    With ``prefix_cache=True``, prompts sharing their demonstrations (right padding) run them once per batch and
+    the queries on their key/value cache; gradients flow back into the prefix through the cache, per row, and
+    each batch comes back as its full prompts (see :func:`cached_multiplier_gradients`); prompts with their own
+    demonstrations (``resample=True``) run whole. It is off by default: every query needs its own backward
+    through the prefix (the prefix's saliency is per query), so only the prefix's forward is saved, at most
+    ~1.3x in theory, and the batched backward measured 0.78x of the full prompts' speed on 2 CPU cores
+    (``benchmarks/prefix.py``, AG News, batch 4).
+
+    Raises:
+        AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
+            ``hook_pattern`` did not run or is not in the forward path (detached, observational).
+    """
+    loop: dict[str, Any] = dict(
+        batch_size=batch_size, padding_side=padding_side, progress=progress, batches=batches, desc="saliency"
+    )
+    # opt-in only: measured slower than full prompts on CPU (see the docstring)
+    loop.update(share_prefix=padding_side == "right" and prefix_cache is True, prefix_cache=prefix_cache)
+
+    def run(own: BatchHooks) -> Iterator[tuple[list[int], PromptBatch, Tensor]]:
+        return forward_batches(model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop)
+
+    yield from pattern_gradients(
+        model, run, _label_loss, per_head=per_head, check=_check_grad_batch, row_losses=_row_losses
+    )
+
+
+def batch_saliency(
+    model: Any, batch: PromptBatch, *, per_head: bool = False, fwd_hooks: HookSpec = None
+) -> Float[Tensor, "layer batch head query key"]:
+    """``A * dL/dA`` for every layer of one padded batch (see :func:`saliency_batches`)."""
+    runs = [(list(batch.indices) or list(range(len(batch))), batch)]
+    for _, _, grads in saliency_batches(
+        model, batch.prompts, per_head=per_head, fwd_hooks=fwd_hooks, batches=runs
+    ):
+        return grads
+    raise AssertionError("unreachable: one batch in, one out")
+
+
+def saliency(
+    model: Any,
+    prompts: Sequence[IclPrompt],
+    *,
+    batch_size: int = 4,
+    heads: HeadReduction | str = "sum",
+    keep: Keep | str = "none",
+    fwd_hooks: HookSpec = None,
+    padding_side: PaddingSide = "right",
+    progress: bool | str = False,
+    prefix_cache: bool | None = None,
+) -> SaliencyResult:
+    """Measure the paper's three information flows on every prompt.
+
+    Args:
+        model: A ``HookedTransformer`` (or anything with ``hooks()``, ``cfg`` and TL hook names).
+        prompts: Labelled prompts from :func:`anchorlens.build_prompts`.
+        batch_size: Prompts per forward+backward (grouped by length to limit padding).
+        heads: ``"sum"``: ``|sum_h A*dL/dA|`` (the paper); ``"abs"``: ``sum_h |A*dL/dA|`` (its footnote).
+        keep: Also return full saliency matrices: ``"layers"`` ``[layer, q, k]`` per prompt, or
+            ``"heads"`` ``[layer, head, q, k]`` (signed). Memory grows with T^2: for a few prompts.
+        fwd_hooks: The caller's hooks (a list, or a function of the batch; see :mod:`anchorlens.core.runner`),
+            active in every pass and applied before the gradient multipliers, so the flows are those of the
+            modified model (e.g. under an isolation).
+        padding_side: ``"right"`` (default) or ``"left"``.
+        progress: Show a progress bar (a string is used as its description).
+        prefix_cache: True: run shared demonstrations once per batch (see :func:`saliency_batches`; off by
+            default, as it is not faster on CPU).
+    """
+    if len(prompts) == 0:
+        raise AnchorlensError("No prompts to measure.")
+    if heads not in ("sum", "abs") or keep not in ("none", "layers", "heads"):
+        raise AnchorlensError(
+            f"heads must be 'sum' or 'abs' and keep 'none', 'layers' or 'heads'; got {heads!r}, {keep!r}."
+        )
+    per_head = heads == "abs" or keep == "heads"
+    n = len(prompts)
+    out = torch.zeros(3, n, model.cfg.n_layers)
+    kept: list[Tensor | None] = [None] * n
+    for index, batch, grads in saliency_batches(
+        model,
+        prompts,
+        per_head=per_head,
+        fwd_hooks=fwd_hooks,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+        prefix_cache=prefix_cache,
+    ):
+        g = grads.float()
+        sal = g.sum(2).abs() if heads == "sum" else g.abs().sum(2)  # [layer, batch, q, k]
+        for f, mask in enumerate(flow_masks(batch, sal.shape[-1])):
+            m = mask.to(sal.dtype)
+            out[f, index] = (torch.einsum("lbij,bij->bl", sal, m) / m.sum((1, 2))[:, None]).cpu()
+        if keep != "none":
+            for r, i in enumerate(index):
+                real = batch.attention_mask[r].bool()
+                full = g[:, r] if keep == "heads" else sal[:, r]
+                kept[i] = full[..., real, :][..., real].cpu()
+    matrices = tuple(m for m in kept if m is not None) if keep != "none" else None
+    return SaliencyResult(out[0], out[1], out[2], heads=heads, matrices=matrices)

@@ -1,0 +1,1 @@
+"""Statistics for verdicts: a generic seeded bootstrap and the tri-state claim model."""
