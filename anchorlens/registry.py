@@ -24,6 +24,7 @@ import numpy as np
 
 from anchorlens.core.layers import layer_thirds
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 #: The experiments, in the paper's (and the report's) order.
 EXPERIMENTS = ("saliency", "isolation", "deep", "reweighting", "compression", "diagnosis")
@@ -65,7 +66,7 @@ class CliRun:
     experiments that build their own, e.g. re-weighting)."""
 
     args: argparse.Namespace
-    model: Any
+    model: Model
     task: Any
     prompts: Any = None
 
@@ -251,7 +252,7 @@ def reproduce_tasks(cfg: Any, tokenizer: Callable[[], Any]) -> tuple[dict[str, A
     return tasks, warnings
 
 
-def _prompts(model: Any, task: Any, seed: int, s: Settings, resample: bool = False, n: int = 0) -> Any:
+def _prompts(model: Model, task: Any, seed: int, s: Settings, resample: bool = False, n: int = 0) -> Any:
     """``reproduce``'s prompts: ``n`` (default ``s.n``) queries, overlong prompts dropped."""
     from anchorlens.core.prompts import build_prompts
 
@@ -280,7 +281,7 @@ def _flags(ctx: CliRun, *same: str, **renamed: str) -> dict[str, Any]:
 # Section 2.1: saliency
 
 
-def _saliency_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
+def _saliency_run(model: Model, task: Any, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.saliency.compute import saliency
 
     return saliency(
@@ -324,7 +325,7 @@ def _saliency_lines(ctx: CliRun, result: Any) -> list[str]:
 _LOYALTIES = ("label_loyalty", "word_loyalty", "accuracy")
 
 
-def _isolation_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
+def _isolation_run(model: Model, task: Any, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.isolation.compute import isolation
 
     return isolation(model, _prompts(model, task, seed, s), ks=(s.k,), seed=seed, batch_size=s.batch_size)
@@ -399,7 +400,7 @@ def parse_ks(text: str) -> list[int]:
 # Section 2.3: deep layers
 
 
-def _deep_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
+def _deep_run(model: Model, task: Any, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.deep.compute import deep
 
     return deep(model, _prompts(model, task, seed, s), batch_size=s.batch_size)
@@ -476,7 +477,7 @@ def _deep_lines(ctx: CliRun, result: Any) -> list[str]:
 TABLE1_KEYS = ("vanilla_1shot", "vanilla_many_shot", "reweighting")
 
 
-def _reweighting_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
+def _reweighting_run(model: Model, task: Any, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.reweighting import table1
 
     return table1(
@@ -549,7 +550,7 @@ SPEED_KEYS = (
 BASELINES = ("text_anchor", "hidden_random", "hidden_random_top")
 
 
-def _compression_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
+def _compression_run(model: Model, task: Any, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.compression.compute import compression
 
     prompts = _prompts(model, task, seed, s)
@@ -601,7 +602,7 @@ def _compression_lines(ctx: CliRun, result: Any) -> list[str]:
 # Section 3.3: diagnosis
 
 
-def _diagnosis_run(model: Any, task: Any, seed: int, s: Settings) -> Any:
+def _diagnosis_run(model: Model, task: Any, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.diagnosis.compute import diagnose
 
     prompts = _prompts(model, task, seed, s, n=max(s.n, 11))  # PCA with M = 10 needs 11 queries

@@ -21,6 +21,7 @@ from anchorlens.cli.tools import TOOLS, Tool
 from anchorlens.core.memory import keep_freed_memory
 from anchorlens.errors import AnchorlensError
 from anchorlens.registry import EXPERIMENTS, FLAGS, REGIMES_OVERRIDE, REGISTRY, CliRun, Experiment
+from anchorlens.types import Model
 
 
 def _parent(title: str, names: Sequence[str], **overrides: dict[str, Any]) -> argparse.ArgumentParser:
@@ -133,7 +134,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     return model, task, warnings
 
 
-def _prompts(args: argparse.Namespace, model: Any, task: Any, resample: bool = False) -> Any:
+def _prompts(args: argparse.Namespace, model: Model, task: Any, resample: bool = False) -> Any:
     """The prompts the flags ask for."""
     from anchorlens.core.prompts import build_prompts
 

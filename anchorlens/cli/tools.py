@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anchorlens.registry import Option, parse_ks
+from anchorlens.types import Model
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def _call(module: str, name: str, *args: Any, **kwargs: Any) -> Any:
     return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
 
-def _faithfulness(args: argparse.Namespace, model: Any, task: Any) -> dict[str, Any]:
+def _faithfulness(args: argparse.Namespace, model: Model, task: Any) -> dict[str, Any]:
     kw = dict(steps=args.steps, seed=args.seed, layers=args.layers, batch_size=args.batch_size)
     return dict(
         _call(
@@ -45,12 +46,12 @@ def _faithfulness(args: argparse.Namespace, model: Any, task: Any) -> dict[str, 
     )
 
 
-def _flow(args: argparse.Namespace, model: Any, task: Any) -> dict[str, Any]:
+def _flow(args: argparse.Namespace, model: Model, task: Any) -> dict[str, Any]:
     kw = dict(k=args.k, batch_size=args.batch_size, seed=args.seed)
     return dict(_call("anchorlens.spans.commands", "flow_command", model, args.prompt, args.out, **kw))
 
 
-def _discover(args: argparse.Namespace, model: Any, task: Any) -> dict[str, Any]:
+def _discover(args: argparse.Namespace, model: Model, task: Any) -> dict[str, Any]:
     kw = dict(seed=args.seed, shots=args.shots, k=args.k, batch_size=args.batch_size)
     return dict(_call("anchorlens.spans.commands", "discover_command", model, task, args.n, args.out, **kw))
 

@@ -33,6 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 Backend = Literal["hooked", "bridge"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -92,36 +93,36 @@ def check_backend(backend: str | None) -> Backend:
     )
 
 
-def is_bridge(model: Any) -> bool:
+def is_bridge(model: Model) -> bool:
     """Whether ``model`` is a ``TransformerBridge`` (without importing the Bridge when nothing loaded it)."""
     mod = sys.modules.get("transformer_lens.model_bridge.bridge")
     return mod is not None and isinstance(model, mod.TransformerBridge)
 
 
-def backend_of(model: Any) -> Backend:
+def backend_of(model: Model) -> Backend:
     """``"bridge"`` for a ``TransformerBridge``, else ``"hooked"`` (HookedTransformer and its subclasses)."""
     return "bridge" if is_bridge(model) else "hooked"
 
 
-def architecture(model: Any) -> str:
+def architecture(model: Model) -> str:
     """The Hugging Face architecture name (``"LlamaForCausalLM"``...), or the model's class name."""
     cfg = model.cfg
     name = getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None)
     return str(name or type(model).__name__)
 
 
-def n_key_value_heads(model: Any) -> int:
+def n_key_value_heads(model: Model) -> int:
     """Key/value heads per layer (``n_heads`` without grouped-query attention)."""
     return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
 
 
-def is_rotary(model: Any) -> bool:
+def is_rotary(model: Model) -> bool:
     """Whether queries and keys are rotated (then ``hook_rot_q/k`` hold them after RoPE)."""
     return getattr(model.cfg, "positional_embedding_type", "standard") == "rotary"
 
 
 def per_query_head(
-    weight: Float[Tensor, "*layer kv_head d_model d_head"], model: Any
+    weight: Float[Tensor, "*layer kv_head d_model d_head"], model: Model
 ) -> Float[Tensor, "*layer head d_model d_head"]:
     """A ``W_K``/``W_V`` as HookedTransformer gives it: repeated from key/value heads to ``n_heads``
     (the Bridge keeps one per key/value head under grouped-query attention; a no-op otherwise)."""
@@ -131,12 +132,12 @@ def per_query_head(
     return weight.repeat_interleave(n_heads // weight.shape[-3], dim=-3)
 
 
-def attention_class(model: Any) -> str:
+def attention_class(model: Model) -> str:
     """The class of layer 0's attention module (e.g. ``PositionEmbeddingsAttentionBridge``)."""
     return type(model.blocks[0].attn).__name__
 
 
-def require_attention_edits(model: Any, hook_names: Iterable[str] = ("hook_pattern",)) -> None:
+def require_attention_edits(model: Model, hook_names: Iterable[str] = ("hook_pattern",)) -> None:
     """Refuse a model on which editing attention at these hook points would silently change nothing.
 
     ``hook_names`` may be full names (``blocks.3.attn.hook_pattern``); only :data:`EDIT_POINTS` count.
@@ -169,7 +170,7 @@ def require_attention_edits(model: Any, hook_names: Iterable[str] = ("hook_patte
         done.add(point)
 
 
-def _edit_changes_logits(model: Any, point: str) -> bool:
+def _edit_changes_logits(model: Model, point: str) -> bool:
     """Whether zeroing ``point`` in every layer changes the logits of a short fixed input."""
     n_layers, d_vocab = int(model.cfg.n_layers), int(model.cfg.d_vocab)
     device = next(model.parameters()).device
@@ -196,7 +197,7 @@ class BridgePrefixFill:
     (``entries[l].past_keys`` ``[1, pos, kv_head, d_head]``, keys before rotary, and an all-ones
     ``previous_attention_mask``), so :class:`anchorlens.core.kvcache.PrefixCache` takes it as it takes TL's."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Model) -> None:
         from transformers import DynamicCache
 
         self.model = model
@@ -228,7 +229,7 @@ class BridgePrefixFill:
         return torch.ones(1, n, dtype=torch.long, device=self.hf.layers[0].keys.device)
 
 
-def hf_cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+def hf_cache_kwargs(model: Model, cache: Any) -> dict[str, Any]:
     """Forward keyword arguments handing a Bridge model the Hugging Face ``cache``.
 
     transformers 5.24 renamed the argument to ``cache`` and passes it down under that name, while the
@@ -243,7 +244,7 @@ def hf_cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
 
 
 def rotate_keys(
-    model: Any, keys: Float[Tensor, "batch kv_head pos d_head"], positions: Tensor
+    model: Model, keys: Float[Tensor, "batch kv_head pos d_head"], positions: Tensor
 ) -> Float[Tensor, "batch kv_head pos d_head"]:
     """``keys`` rotated by ``positions`` ``[batch, pos]`` with the Hugging Face model's own rotary
     embedding (negative positions undo a rotation); unchanged on a model without rotary positions."""
@@ -262,7 +263,7 @@ def rotate_keys(
     return torch.cat([part * cos + half * sin, rest], dim=-1)
 
 
-def forward_arguments(model: Any, attention_mask: Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+def forward_arguments(model: Model, attention_mask: Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of a forward pass of tokens with ``attention_mask``: as given on
     HookedTransformer; on the Bridge a ``past_kv_cache`` (TransformerLens' cache, or a
     :class:`BridgePrefixFill` to fill) becomes a Hugging Face cache with the explicit ``position_ids`` and

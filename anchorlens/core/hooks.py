@@ -21,10 +21,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from anchorlens.types import Pattern
+from anchorlens.types import FwdHook, HookFn, Pattern
 
-HookFn = Callable[..., Any]
-FwdHook = tuple[str, HookFn]
 Entries = Int[Tensor, " entry"]
 
 

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from anchorlens.core.backends import BridgePrefixFill, is_bridge
 from anchorlens.core.prompts import IclPrompt, PromptBatch
+from anchorlens.types import Model
 
 
 def shared_prefix(prompts: Sequence[IclPrompt]) -> tuple[int, ...] | None:
@@ -102,7 +103,7 @@ class PrefixCache:
         return {"past_kv_cache": cache}
 
 
-def empty_cache(model: Any, batch_size: int = 1) -> Any:
+def empty_cache(model: Model, batch_size: int = 1) -> Any:
     """A fresh cache that a forward pass of the prefix (``past_kv_cache=``) fills."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
@@ -112,7 +113,7 @@ def empty_cache(model: Any, batch_size: int = 1) -> Any:
     return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch_size=batch_size)
 
 
-def supports_prefix_cache(model: Any) -> bool:
+def supports_prefix_cache(model: Model) -> bool:
     """Whether ``model`` runs queries on a :class:`PrefixCache` (a TransformerLens ``HookedTransformer``
     with absolute or rotary positions)."""
     cfg = getattr(model, "cfg", None)

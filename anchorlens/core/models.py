@@ -30,6 +30,7 @@ import torch
 
 from anchorlens.core.backends import check_backend, is_bridge
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -185,7 +186,7 @@ def as_anchorlens_bridge(bridge: Any) -> Any:
     return bridge
 
 
-def fast_layout(model: Any) -> Any:
+def fast_layout(model: Model) -> Any:
     """Store the weights in the memory layout TransformerLens' forward multiplies with; returns ``model``.
 
     TransformerLens rearranges ``W_Q/W_K/W_V/W_O`` and transposes the gated MLP's and the unembedding's
@@ -221,7 +222,7 @@ def fast_layout(model: Any) -> Any:
 
 
 @contextmanager
-def frozen(model: Any) -> Iterator[None]:
+def frozen(model: Model) -> Iterator[None]:
     """Parameters stop requiring grad inside (so the backward pass computes only what saliency needs,
     and nothing ever lands in ``.grad``); restored on exit, even after an exception."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -557,7 +558,7 @@ def tiny_hf_model(
             num_attention_heads=n_heads, num_key_value_heads=n_key_value_heads or n_heads,
             max_position_embeddings=n_ctx, pad_token_id=0, **common,
         )  # fmt: skip
-        model: Any = LlamaForCausalLM(cfg)
+        model: Model = LlamaForCausalLM(cfg)
     elif architecture == "gpt2":
         model = GPT2LMHeadModel(
             GPT2Config(n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=n_ctx, **common)

@@ -24,9 +24,8 @@ import torch
 
 from anchorlens.core.tasks import Example, Task
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import DemoPositions, Mask, Positions, Tokens
+from anchorlens.types import DemoPositions, Mask, Model, PaddingSide, Positions, Tokens
 
-PaddingSide = Literal["right", "left"]
 BatchKind = Literal["full", "prefix", "query"]
 
 
@@ -453,7 +452,7 @@ def build_prompt(
 
 
 def build_prompts(
-    model: Any,
+    model: Model,
     task: Task,
     queries: Sequence[Example] | None = None,
     *,
@@ -583,7 +582,7 @@ def pad_token_id(model_or_tokenizer: Any) -> int:
 
 
 def iter_batches(
-    model: Any, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
+    model: Model, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
 ) -> Iterator[PromptBatch]:
     """Batches of ``prompts`` in order, on the model's device, padded with the tokenizer's pad id."""
     for _, batch in ordered_batches(model, prompts, list(range(len(prompts))), batch_size, padding_side):
@@ -591,7 +590,7 @@ def iter_batches(
 
 
 def sorted_batches(
-    model: Any, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
+    model: Model, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
 ) -> Iterator[tuple[list[int], PromptBatch]]:
     """``(indices, batch)`` pairs over prompts grouped by length (longest first), so little compute goes
     to padding; ``indices`` says which prompts each batch row holds."""
@@ -600,7 +599,7 @@ def sorted_batches(
 
 
 def ordered_batches(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     order: Sequence[int],
     batch_size: int = 8,

@@ -41,9 +41,8 @@ from anchorlens.core.kvcache import (
 from anchorlens.core.metrics import Predictions
 from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, pad_token_id, sorted_batches
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import VocabLogits
+from anchorlens.types import FwdHooks, Model, VocabLogits
 
-FwdHooks = Sequence[FwdHook]
 # Hooks that depend on the batch (per-row positions): called once per padded batch.
 BatchHooks = Callable[[PromptBatch], FwdHooks]
 HookSpec = FwdHooks | BatchHooks | None
@@ -67,7 +66,7 @@ def running(batch: PromptBatch) -> Iterator[None]:
         _CURRENT_BATCH.reset(token)
 
 
-def check_hooks(model: Any, hooks: Any, source: str = "fwd_hooks") -> list[FwdHook]:
+def check_hooks(model: Model, hooks: Any, source: str = "fwd_hooks") -> list[FwdHook]:
     """``hooks`` as a list of ``(hook_name, fn)`` pairs whose names the model has.
 
     Raises:
@@ -94,7 +93,7 @@ def check_hooks(model: Any, hooks: Any, source: str = "fwd_hooks") -> list[FwdHo
     return list(hooks)
 
 
-def resolve_hooks(model: Any, spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
+def resolve_hooks(model: Model, spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
     """The caller's hooks for ``batch``: the list itself, or what the callable returns for it (checked)."""
     if spec is None:
         return []
@@ -127,7 +126,7 @@ def _hooks_for(spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
 
 
 def target_logits(
-    model: Any, batch: PromptBatch, fwd_hooks: FwdHooks = (), **forward_kwargs: Any
+    model: Model, batch: PromptBatch, fwd_hooks: FwdHooks = (), **forward_kwargs: Any
 ) -> VocabLogits:
     """``[batch, d_vocab]`` full-vocabulary logits at each row's target position.
 
@@ -173,7 +172,7 @@ def _aware(spec: HookSpec) -> bool:
     return spec is None or (not callable(spec) and not spec) or bool(getattr(spec, "prefix_aware", False))
 
 
-def _attached_hooks_aware(model: Any) -> bool:
+def _attached_hooks_aware(model: Model) -> bool:
     """Whether every hook attached to ``model`` before the loop (``with model.hooks(...)``) is
     :func:`prefix_aware` (e.g. ``AnchorReweighting.applied``): others expect full prompts."""
     for point in getattr(model, "hook_dict", {}).values():
@@ -198,7 +197,7 @@ class PrefixPlan:
 
 
 def prefix_plan(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     fwd_hooks: HookSpec,
     share_prefix: bool,
@@ -230,7 +229,7 @@ def prefix_plan(
     return PrefixPlan(tokens, batch, pad_token_id(model), own_store, per_batch, bool(prefix_cache))
 
 
-def _prefix_cache(model: Any, plan: PrefixPlan, hooks: Callable[[], FwdHooks]) -> PrefixCache:
+def _prefix_cache(model: Model, plan: PrefixPlan, hooks: Callable[[], FwdHooks]) -> PrefixCache:
     """The plan's prefix cache, running the prefix (under ``hooks``) when not cached yet or per batch."""
     cached = None if plan.per_batch else plan.store.get(plan.tokens)
     if cached is not None:
@@ -246,7 +245,7 @@ def _prefix_cache(model: Any, plan: PrefixPlan, hooks: Callable[[], FwdHooks]) -
 
 
 def _checked_forward(
-    model: Any, batch: PromptBatch, hooks: FwdHooks, opted_in: bool, **kwargs: Any
+    model: Model, batch: PromptBatch, hooks: FwdHooks, opted_in: bool, **kwargs: Any
 ) -> VocabLogits:
     """:func:`target_logits`; on the cached path with the caller's hooks, an error not anchorlens' own
     becomes an :class:`AnchorlensError` naming ``prefix_cache``."""
@@ -267,7 +266,7 @@ def _checked_forward(
 
 
 def forward_batches(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     fwd_hooks: HookSpec = None,
@@ -352,7 +351,7 @@ class PredictionBuffer:
 
 
 def observe_batches(
-    model: Any, prompts: Sequence[IclPrompt], preds: PredictionBuffer, **loop: Any
+    model: Model, prompts: Sequence[IclPrompt], preds: PredictionBuffer, **loop: Any
 ) -> Iterator[tuple[list[int], PromptBatch]]:
     """:func:`forward_batches` (same keywords) without grad, each batch's predictions added to ``preds``;
     yields ``(indices, batch)`` after each pass, so the caller reads what its ``own_hooks`` captured."""
@@ -368,7 +367,7 @@ def observe_batches(
 
 
 def predict(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     fwd_hooks: HookSpec = None,

@@ -8,6 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from anchorlens.types import Model
+
 
 def claim_line(claim: dict[str, Any] | None) -> str:
     """``"<statistic> = 0.249, 95% CI [0.201, 0.292] over 80 queries: holds"``, plus, for an inconclusive
@@ -41,7 +43,7 @@ def verdict_class(verdict: str) -> str:
     return "nothold" if verdict.startswith("does not") else ""
 
 
-def first_prompt_view(model: Any, task: Any, shots: int, seed: int) -> str:
+def first_prompt_view(model: Model, task: Any, shots: int, seed: int) -> str:
     """The report's flow view of ``task``'s first prompt: the SVG flow diagram and the circuitsvis
     saliency view (inlined, offline)."""
     from anchorlens.core.prompts import build_prompts

@@ -17,11 +17,12 @@ from anchorlens.spans.flow import span_flow
 from anchorlens.spans.generation import isolate_span, random_control, reference_run
 from anchorlens.spans.prompts import SpanPrompt, read_prompt_file, span_prompt
 from anchorlens.spans.render import plot_span_flow, span_flow_svg, span_tokens_view
+from anchorlens.types import Model
 
 DEFAULT_GENERATE = 10
 
 
-def prompts_from_records(model: Any, records: Sequence[dict[str, Any]]) -> list[SpanPrompt]:
+def prompts_from_records(model: Model, records: Sequence[dict[str, Any]]) -> list[SpanPrompt]:
     """Span prompts from ``flow``'s JSON records (``text``, ``spans``, ``target`` or ``generate``, optional
     ``contrast`` or ``choices``)."""
     out = []
@@ -44,7 +45,7 @@ def prompts_from_records(model: Any, records: Sequence[dict[str, Any]]) -> list[
 
 
 def _isolations(
-    model: Any, prompts: Sequence[SpanPrompt], k: int, generate: int, directions: Sequence[str], seed: int
+    model: Model, prompts: Sequence[SpanPrompt], k: int, generate: int, directions: Sequence[str], seed: int
 ) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
     ref = reference_run(model, prompts, generate, 1)
     runs: list[dict[str, Any]] = []
@@ -62,7 +63,7 @@ def _isolations(
 
 
 def flow_command(
-    model: Any,
+    model: Model,
     prompt_file: str | Path,
     out_dir: str | Path,
     *,
@@ -109,7 +110,7 @@ def flow_command(
 
 
 def discover_command(
-    model: Any,
+    model: Model,
     task: str | Task,
     n: int,
     out_dir: str | Path,

@@ -42,6 +42,7 @@ from anchorlens.experiments.isolation.compute import isolation_mask
 from anchorlens.spans.flow import span_saliency_batches
 from anchorlens.spans.generation import target_scores
 from anchorlens.spans.prompts import SpanPrompt, from_icl
+from anchorlens.types import Model
 
 ANCHOR_KINDS = ("label", "format")
 
@@ -152,7 +153,7 @@ class AnchorRanking:
 
 
 def _collect(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     task: Task,
     hooks: list[FwdHook],
@@ -191,7 +192,7 @@ def _cut(chosen: dict[int, list[int]], layers: list[int]) -> Callable[[PromptBat
 
 
 def _effect(
-    model: Any,
+    model: Model,
     sps: Sequence[SpanPrompt],
     ref: Tensor,
     chosen: dict[int, list[int]],
@@ -219,7 +220,7 @@ def _random_like(prompts: Sequence[IclPrompt], e: _Entry, seed: int) -> dict[int
 
 
 def discover(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     task: Task | None = None,

@@ -34,6 +34,7 @@ from anchorlens.core.runner import BatchHooks, HookSpec, forward_batches
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.saliency.compute import pattern_gradients
 from anchorlens.spans.prompts import SpanPrompt
+from anchorlens.types import Model
 
 Grads = Float[Tensor, "layer batch head query key"]
 SpanTotals = Float[Tensor, "n layer span span"]
@@ -54,7 +55,7 @@ def check_same_spans(prompts: Sequence[SpanPrompt]) -> tuple[str, ...]:
 
 
 def row_losses(
-    model: Any, prompts: Sequence[SpanPrompt], batch: PromptBatch, logits: Tensor, resid: Tensor | None
+    model: Model, prompts: Sequence[SpanPrompt], batch: PromptBatch, logits: Tensor, resid: Tensor | None
 ) -> Float[Tensor, " batch"]:
     """Each row's loss: ``logits`` are ``[batch, d_vocab]`` at the last target row; ``resid`` the final
     residual stream (needed for multi-token ``nll`` targets, unembedded at their rows)."""
@@ -79,7 +80,7 @@ def row_losses(
 
 
 def span_forward(
-    model: Any,
+    model: Model,
     prompts: Sequence[SpanPrompt],
     *,
     fwd_hooks: HookSpec = None,
@@ -110,7 +111,7 @@ def span_forward(
 
 
 def span_saliency_batches(
-    model: Any,
+    model: Model,
     prompts: Sequence[SpanPrompt],
     *,
     per_head: bool = False,
@@ -225,7 +226,7 @@ class SpanFlowResult:
 
 
 def span_flow(
-    model: Any,
+    model: Model,
     prompts: Sequence[SpanPrompt],
     *,
     heads: str = "sum",

@@ -33,6 +33,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.isolation.compute import resolve_layers
 from anchorlens.spans.flow import check_same_spans, span_forward
 from anchorlens.spans.prompts import SpanPrompt, random_span
+from anchorlens.types import Model
 
 Direction = Literal["into", "out"]
 CutMask = Bool[Tensor, "batch query key"]
@@ -91,7 +92,7 @@ def span_isolate(
 
 
 def target_scores(
-    model: Any, prompts: Sequence[SpanPrompt], *, fwd_hooks: HookSpec = None, batch_size: int = 8
+    model: Model, prompts: Sequence[SpanPrompt], *, fwd_hooks: HookSpec = None, batch_size: int = 8
 ) -> Tensor:
     """``[n]`` each prompt's target score (minus its loss; see the module docstring), no gradients."""
     out = torch.zeros(len(prompts))
@@ -102,7 +103,7 @@ def target_scores(
 
 
 def greedy_generate(
-    model: Any,
+    model: Model,
     tokens: Sequence[int],
     k: int,
     *,
@@ -190,7 +191,7 @@ def _layer_label(layers: Sequence[int] | str, k: int | None, n_layers: int) -> t
 
 
 def isolate_span(
-    model: Any,
+    model: Model,
     prompts: Sequence[SpanPrompt],
     span: str,
     layers: Sequence[int] | str = "first",
@@ -236,7 +237,7 @@ def isolate_span(
 
 
 def reference_run(
-    model: Any,
+    model: Model,
     prompts: Sequence[SpanPrompt],
     generate: int = 0,
     generate_for: int = 1,
@@ -257,7 +258,7 @@ def reference_run(
 
 
 def random_control(
-    model: Any, prompts: Sequence[SpanPrompt], span: str, seed: int = 0, **kwargs: Any
+    model: Model, prompts: Sequence[SpanPrompt], span: str, seed: int = 0, **kwargs: Any
 ) -> SpanIsolationRun:
     """:func:`isolate_span` on a seeded random run of as many unmarked text tokens as ``span`` has, per
     prompt (:func:`random_span`), named ``"random:<span>"``."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from anchorlens.core.prompts import IclPrompt, get_tokenizer
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 SpanSpec = str | Mapping[str, Any] | Sequence[int]
 LossKind = Literal["nll", "contrast", "choices"]
@@ -267,7 +268,7 @@ def _loss_fields(
 
 
 def span_prompt(
-    model: Any,
+    model: Model,
     text: str,
     spans: Mapping[str, Any],
     *,
@@ -328,7 +329,7 @@ def _check_fits(n_text: int, n_target: int, max_tokens: int | None) -> None:
         )
 
 
-def from_icl(model: Any, prompt: IclPrompt) -> SpanPrompt:
+def from_icl(model: Model, prompt: IclPrompt) -> SpanPrompt:
     """An ICL prompt as a span prompt: spans ``"text k"`` and ``"label k"`` per demonstration (the query and
     formatting tokens are ``"rest"``; its target row is the paper's target q), the gold label word's first
     token as the target and the label words as ``choices``: the loss of :func:`anchorlens.experiments.saliency.compute`.

@@ -48,6 +48,7 @@ from anchorlens.core.metrics import Predictions, label_loyalty, word_loyalty
 from anchorlens.core.prompts import IclPrompt, PromptBatch, PromptSet, build_prompt, pad_token_id
 from anchorlens.core.runner import HookSpec, PredictionBuffer, forward_batches, predict, then
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 POSITIONS = ("original", "compacted", "restart")
 METHODS = ("full", "text_anchor", "hidden_random", "hidden_random_top", "hidden_anchor")
@@ -142,7 +143,7 @@ class AnchorCache:
 
 
 def build_anchor_cache(
-    model: Any,
+    model: Model,
     prompt: IclPrompt,
     kept: Sequence[int] | None = None,
     positions: str = "original",
@@ -185,7 +186,7 @@ def build_anchor_cache(
     return AnchorCache(sliced, kept, n_demo, positions, time.perf_counter() - t0)
 
 
-def demonstration_cache(model: Any, prompt: IclPrompt, fwd_hooks: HookSpec = None) -> PrefixCache:
+def demonstration_cache(model: Model, prompt: IclPrompt, fwd_hooks: HookSpec = None) -> PrefixCache:
     """The key/values of every demonstration token of ``prompt``, from one ``"prefix"`` pass (no grad) under
     the caller's ``fwd_hooks``."""
     cache = empty_cache(model)
@@ -203,7 +204,7 @@ def demonstration_cache(model: Any, prompt: IclPrompt, fwd_hooks: HookSpec = Non
 
 
 def predict_compressed(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     anchor: AnchorCache | None = None,
     *,
@@ -262,7 +263,7 @@ def predict_compressed(
 
 
 def predict_masked(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     kept: Sequence[int],
     *,
@@ -287,7 +288,7 @@ def predict_masked(
 
 
 def text_anchor_prompts(
-    model: Any, prompts: Sequence[IclPrompt], task: Any, demos: Sequence[Any]
+    model: Model, prompts: Sequence[IclPrompt], task: Any, demos: Sequence[Any]
 ) -> list[IclPrompt]:
     """Text_anchor: each prompt's query after only the demonstrations' format and label lines
     (``Review:\nSentiment: Negative\n...Review: <query>\nSentiment:``)."""
@@ -373,7 +374,7 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 
 def compression(
-    model: Any,
+    model: Model,
     prompts: PromptSet,
     *,
     fwd_hooks: HookSpec = None,
@@ -451,7 +452,7 @@ def compression(
 
 
 def _speed(
-    model: Any, prompts: PromptSet, anchor: AnchorCache, batch_size: int, fwd_hooks: HookSpec
+    model: Model, prompts: PromptSet, anchor: AnchorCache, batch_size: int, fwd_hooks: HookSpec
 ) -> dict[str, float]:
     """Seconds of the full (whole prompts, no prefix reuse) and the compressed loops, at batch size 1 and
     ``batch_size``."""

@@ -30,6 +30,7 @@ from anchorlens.core.metrics import Predictions
 from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch
 from anchorlens.core.runner import HookSpec, PredictionBuffer, observe_batches
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 # The verdict "AUCROC rises in deep layers" needs the deep third's mean AUC to exceed the shallow third's
 # by at least this much (AUC differences below it are within the noise of ~100 prompts).
@@ -164,7 +165,7 @@ def target_to_labels(
 
 
 def deep(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     fwd_hooks: HookSpec = None,

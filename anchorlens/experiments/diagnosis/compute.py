@@ -34,6 +34,7 @@ from anchorlens.core.metrics import Predictions
 from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, get_tokenizer
 from anchorlens.core.runner import HookSpec, PredictionBuffer, observe_batches
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 Confusion = Float[Tensor, "class class"]
 
@@ -212,7 +213,7 @@ class KeysQueries:
 # Pieces (public so they can be checked and reused)
 
 
-def kq_hook_names(model: Any) -> tuple[str, str]:
+def kq_hook_names(model: Model) -> tuple[str, str]:
     """``("hook_rot_k", "hook_rot_q")`` on rotary models (the keys and queries the scores use), else
     ``("hook_k", "hook_q")``."""
     rotary = getattr(getattr(model, "cfg", None), "positional_embedding_type", None) == "rotary"
@@ -358,7 +359,7 @@ def _check_prompts(prompts: Sequence[IclPrompt]) -> int:
 
 
 def collect_keys_queries(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     batch_size: int = 8,
@@ -450,7 +451,7 @@ def _capture_hooks(
     return out
 
 
-def _label_names(model: Any, prompts: Sequence[IclPrompt], names: Sequence[str] | None) -> tuple[str, ...]:
+def _label_names(model: Model, prompts: Sequence[IclPrompt], names: Sequence[str] | None) -> tuple[str, ...]:
     n_classes = prompts[0].n_classes
     if names is None:
         task = getattr(prompts, "task", None)
@@ -508,7 +509,7 @@ def _by_layer(
 
 
 def diagnose(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     layer: int | None = None,

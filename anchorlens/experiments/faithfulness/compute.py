@@ -42,7 +42,7 @@ from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_
 from anchorlens.core.runner import HookSpec, forward_batches
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.saliency.compute import flow_masks
-from anchorlens.types import Pattern, VocabLogits
+from anchorlens.types import Model, Pattern, VocabLogits
 
 GROUPS = ("S_wp", "S_pq", "S_ww")
 Points = Float[Tensor, "layer group"]
@@ -125,7 +125,7 @@ def _row_losses(logits: VocabLogits, batch: PromptBatch) -> Float[Tensor, " batc
 
 
 def _run(
-    model: Any, batch: PromptBatch, index: list[int], fwd_hooks: HookSpec, own: list[FwdHook]
+    model: Model, batch: PromptBatch, index: list[int], fwd_hooks: HookSpec, own: list[FwdHook]
 ) -> VocabLogits:
     """One forward pass of ``batch``: the caller's hooks first, then ``own``."""
     runs = forward_batches(
@@ -137,7 +137,7 @@ def _run(
 
 
 def first_order(
-    model: Any, batch: PromptBatch, index: list[int], layers: Sequence[int], fwd_hooks: HookSpec = None
+    model: Model, batch: PromptBatch, index: list[int], layers: Sequence[int], fwd_hooks: HookSpec = None
 ) -> tuple[Float[Tensor, " batch"], Float[Tensor, "layer group batch"]]:
     """The unmodified loss per row and ``dL/ds`` at ``s = 1`` per (layer, group, row): the sum over the
     group's edges of ``sum_h A * dL/dA`` (the predicted change of a cut is its negative)."""
@@ -168,7 +168,7 @@ def scaled_edges_hooks(layer: int, mask: EdgeMask, scale: Float[Tensor, " batch"
 
 
 def scaled_loss(
-    model: Any,
+    model: Model,
     batch: PromptBatch,
     index: list[int],
     layer: int,
@@ -185,7 +185,7 @@ def scaled_loss(
 
 
 def _batch_points(
-    model: Any, batch: PromptBatch, index: list[int], layers: Sequence[int], steps: int, fwd_hooks: HookSpec
+    model: Model, batch: PromptBatch, index: list[int], layers: Sequence[int], steps: int, fwd_hooks: HookSpec
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per (layer, group), summed over the batch's rows: predicted, integrated and measured changes; and
     the summed unmodified loss."""
@@ -206,7 +206,7 @@ def _batch_points(
 
 
 def faithfulness(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     steps: int = 4,
@@ -285,7 +285,7 @@ def faithfulness_figure(result: FaithfulnessResult) -> Any:
 
 
 def faithfulness_command(
-    model: Any,
+    model: Model,
     task: Any,
     n: int,
     out_dir: str | Path,

@@ -33,6 +33,7 @@ from anchorlens.core.metrics import Predictions, label_loyalty, word_loyalty
 from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch
 from anchorlens.core.runner import HookSpec, predict, prefix_aware, then
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 ANCHORS = ("label", "random")
 LAYER_SETS = ("first", "last")
@@ -213,7 +214,7 @@ class IsolationResult:
 
 
 def isolation(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     ks: Sequence[int] = (5,),

@@ -43,7 +43,7 @@ from anchorlens.core.prompts import (
 from anchorlens.core.runner import HookSpec, current_batch, predict, prefix_aware, then
 from anchorlens.core.tasks import Example, Task
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import Pattern
+from anchorlens.types import Model, Pattern
 
 Shots = Literal["class", "demo"]
 Beta = Float[Tensor, "layer head slot"]
@@ -61,7 +61,7 @@ def demonstrations_fingerprint(demos: Sequence[Example]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def _model_meta(model: Any) -> dict[str, Any]:
+def _model_meta(model: Model) -> dict[str, Any]:
     cfg = model.cfg
     return {
         "model_name": str(getattr(cfg, "model_name", "")),
@@ -158,7 +158,7 @@ class AnchorReweighting(nn.Module):
     @classmethod
     def for_model(
         cls,
-        model: Any,
+        model: Model,
         task: Task,
         demonstrations: Demonstrations | Sequence[Example],
         *,
@@ -318,7 +318,7 @@ class AnchorReweighting(nn.Module):
         return self.beta[layer][:, slots.to(self.beta.device)]
 
     @contextmanager
-    def applied(self, model: Any, prompt: IclPrompt | None = None) -> Iterator[AnchorReweighting]:
+    def applied(self, model: Model, prompt: IclPrompt | None = None) -> Iterator[AnchorReweighting]:
         """Re-weight every forward pass of ``model`` inside the block (the shape of SAELens' ``saes()``).
 
         anchorlens experiments run inside take each batch's positions from the loop
@@ -361,7 +361,7 @@ class AnchorReweighting(nn.Module):
         with model.hooks(fwd_hooks=hooks):
             yield self
 
-    def _plain_batch(self, model: Any, prompt: IclPrompt | None, pattern: Pattern) -> PromptBatch:
+    def _plain_batch(self, model: Model, prompt: IclPrompt | None, pattern: Pattern) -> PromptBatch:
         """Positions for a forward pass outside anchorlens: ``prompt``'s label words, the last row as target."""
         if prompt is None:
             raise AnchorlensError(
@@ -377,7 +377,7 @@ class AnchorReweighting(nn.Module):
 
     def check(
         self,
-        model: Any = None,
+        model: Model = None,
         task: Task | None = None,
         demonstrations: Demonstrations | Sequence[Example] | None = None,
         *,
@@ -426,7 +426,7 @@ class AnchorReweighting(nn.Module):
     def load(
         cls,
         path: str | os.PathLike[str],
-        model: Any = None,
+        model: Model = None,
         task: Task | None = None,
         demonstrations: Demonstrations | Sequence[Example] | None = None,
     ) -> AnchorReweighting:
@@ -474,14 +474,14 @@ class AnchorReweighting(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Shortcuts to the trainer and to prediction
 
-    def fit(self, model: Any, prompts: Sequence[IclPrompt], **kwargs: Any) -> Any:
+    def fit(self, model: Model, prompts: Sequence[IclPrompt], **kwargs: Any) -> Any:
         """Train ``beta`` on labelled prompts: :func:`anchorlens.experiments.reweighting.training.fit` (same arguments)."""
         from anchorlens.experiments.reweighting.training import fit
 
         return fit(self, model, prompts, **kwargs)
 
     def predict(
-        self, model: Any, prompts: Sequence[IclPrompt], *, fwd_hooks: HookSpec = None, **kwargs: Any
+        self, model: Model, prompts: Sequence[IclPrompt], *, fwd_hooks: HookSpec = None, **kwargs: Any
     ) -> Predictions:
         """:func:`anchorlens.predict` with this re-weighting applied (its hooks follow ``fwd_hooks``)."""
         self.check(model)

@@ -21,6 +21,7 @@ from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.reweighting.module import AnchorReweighting, check_classes
 from anchorlens.experiments.reweighting.training import TrainingLog, refuse_inference_mode, train_reweighting
+from anchorlens.types import Model
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def many_shot_demonstrations(task: Task, many_shots: int, seed: int) -> Demonstr
 
 
 def table1(
-    model: Any,
+    model: Model,
     task: Task,
     *,
     n: int | None = None,
@@ -195,7 +196,7 @@ def table1(
 
 
 def _result(
-    model: Any,
+    model: Model,
     task: Task,
     seed: int,
     n_train: int,

@@ -33,6 +33,7 @@ from anchorlens.core.runner import HookSpec, forward_batches
 from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.reweighting.module import AnchorReweighting
+from anchorlens.types import Model
 
 
 class NonFiniteLoss(AnchorlensError):
@@ -136,7 +137,7 @@ def _step(module: AnchorReweighting, loss: torch.Tensor, optimizer: torch.optim.
 
 def train_step(
     module: AnchorReweighting,
-    model: Any,
+    model: Model,
     batch: PromptBatch,
     optimizer: torch.optim.Optimizer,
     fwd_hooks: HookSpec = None,
@@ -172,7 +173,7 @@ def train_step(
 
 def _epoch(
     module: AnchorReweighting,
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     order: list[int],
     optimizer: torch.optim.Optimizer,
@@ -193,7 +194,7 @@ def _epoch(
 
 def fit(
     module: AnchorReweighting,
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     config: TrainConfig | None = None,
     *,
@@ -268,7 +269,7 @@ def fit(
 
 
 def train_reweighting(
-    model: Any,
+    model: Model,
     task: Task,
     *,
     seed: int = 42,

@@ -31,6 +31,7 @@ from anchorlens.core.models import frozen
 from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, collate, pad_token_id
 from anchorlens.core.runner import BatchHooks, HookSpec, forward_batches
 from anchorlens.errors import AnchorlensError
+from anchorlens.types import Model
 
 HeadReduction = Literal["sum", "abs"]
 Keep = Literal["none", "layers", "heads"]
@@ -156,7 +157,7 @@ def _label_loss(batch: PromptBatch, logits: Tensor) -> Tensor:
 
 
 def pattern_gradients(
-    model: Any,
+    model: Model,
     run: Callable[[Callable[[PromptBatch], list[Any]]], Iterator[tuple[list[int], PromptBatch, Tensor]]],
     loss: Callable[[PromptBatch, Tensor], Tensor],
     *,
@@ -275,7 +276,7 @@ def cached_multiplier_gradients(
 
 
 def saliency_batches(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     per_head: bool = False,
@@ -321,7 +322,7 @@ def saliency_batches(
 
 
 def batch_saliency(
-    model: Any, batch: PromptBatch, *, per_head: bool = False, fwd_hooks: HookSpec = None
+    model: Model, batch: PromptBatch, *, per_head: bool = False, fwd_hooks: HookSpec = None
 ) -> Float[Tensor, "layer batch head query key"]:
     """``A * dL/dA`` for every layer of one padded batch (see :func:`saliency_batches`)."""
     runs = [(list(batch.indices) or list(range(len(batch))), batch)]
@@ -333,7 +334,7 @@ def batch_saliency(
 
 
 def saliency(
-    model: Any,
+    model: Model,
     prompts: Sequence[IclPrompt],
     *,
     batch_size: int = 4,
