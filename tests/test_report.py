@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import pytest
 
 import anchorlens as al
 from anchorlens.cli import main as cli
-from anchorlens.report.run import EXPERIMENTS
+from anchorlens.experiments.registry import EXPERIMENTS
+from anchorlens.render.page import claim_line
 
 
 def _three_class_task(folder: Path) -> Path:
@@ -38,7 +40,7 @@ def test_reproduce_writes_an_offline_report_and_resumes(
     assert cli.main(args) == 0
     results = json.loads((out / "results.json").read_text())
     for name in EXPERIMENTS:
-        assert name in results and "verdict" in results[name], name
+        assert name in results and "verdict" not in results[name], name  # the claim is the one verdict
     assert results["seeds"] == [1, 2] and len(list((out / "cache").glob("*/*-news-*.json"))) == 2 * len(
         EXPERIMENTS
     )
@@ -47,7 +49,11 @@ def test_reproduce_writes_an_offline_report_and_resumes(
         assert title in page
     assert page.count("data:image/png;base64,") >= 4 and "unpkg.com" not in page and "<svg" in page
     md = (out / "report.md").read_text()
-    assert "Verdict" in md and "Interval:" in md and "95% CI" in md
+    assert "Interval:" not in md and "95% CI" in md
+    for name in EXPERIMENTS:  # one verdict per claim, the claim's, on both pages
+        line = claim_line(results["claims"][name])
+        assert md.count(f"**Verdict:** {line}") == 1 and html.escape(line) in page, name
+    assert md.count("**Verdict:**") == len(EXPERIMENTS)
     for name in EXPERIMENTS:  # every claim: statistic, estimate, interval, n and a tri-state verdict
         claim = results["claims"][name]
         assert claim["verdict"] in ("holds", "does_not_hold", "inconclusive") and claim["n"] > 0, name
@@ -68,8 +74,7 @@ def test_reproduce_bad_input(tmp_path: Path) -> None:
 
 
 def test_reproduce_label_regimes_and_stratified_sampling(tmp_path: Path) -> None:
-    from anchorlens.registry import reproduce_tasks
-    from anchorlens.report.run import ReproduceConfig, settings_key
+    from anchorlens.report.run import ReproduceConfig, reproduce_tasks, settings_key
 
     task = str(_three_class_task(tmp_path / "news"))
     cfg = ReproduceConfig(tasks=(task,), n=4, seeds=(1,), labels="flipped", sampling="stratified")

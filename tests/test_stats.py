@@ -9,48 +9,56 @@ import numpy as np
 import pytest
 import torch
 
-from anchorlens.stats import core as stats
+from anchorlens.core.layers import rise
 from anchorlens.core.metrics import Predictions
+from anchorlens.errors import AnchorlensError
+from anchorlens.experiments.compression.claim import compression_claim
+from anchorlens.experiments.deep.claim import deep_bands, deep_claim
 from anchorlens.experiments.deep.compute import DeepResult
+from anchorlens.experiments.diagnosis.claim import diagnosis_claim
 from anchorlens.experiments.diagnosis.compute import DiagnosisResult, confusion_spearman, pairwise_auc
+from anchorlens.experiments.isolation.claim import isolation_bands, isolation_claim
 from anchorlens.experiments.isolation.compute import IsolationResult, IsolationRun
+from anchorlens.experiments.reweighting.claim import reweighting_claim
 from anchorlens.experiments.reweighting.table1 import ReweightingResult
+from anchorlens.experiments.saliency.claim import saliency_bands, saliency_claim
 from anchorlens.experiments.saliency.compute import SaliencyResult
-from anchorlens.registry import rise
+from anchorlens.stats.bootstrap import Interval, auc, band, bootstrap, paired_difference, proportion, wilson
+from anchorlens.stats.claims import Claim, decide
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
 def test_bootstrap_proportion_matches_wilson_at_n200(p: float) -> None:
     n = 200
     x = np.arange(n) < round(p * n)
-    iv = stats.proportion(x, seed=1, resamples=4000)
-    lo, hi = stats.wilson(int(x.sum()), n)
+    iv = proportion(x, seed=1, resamples=4000)
+    lo, hi = wilson(int(x.sum()), n)
     assert iv.estimate == pytest.approx(p)
     assert abs(iv.lo - lo) < 0.02 and abs(iv.hi - hi) < 0.02
 
 
 def test_bootstrap_is_deterministic_by_seed() -> None:
     x = np.random.default_rng(0).normal(size=50)
-    a, b = stats.bootstrap(np.mean, x, seed=7), stats.bootstrap(np.mean, x, seed=7)
+    a, b = bootstrap(np.mean, x, seed=7), bootstrap(np.mean, x, seed=7)
     assert a == b
-    assert stats.bootstrap(np.mean, x, seed=8) != a
+    assert bootstrap(np.mean, x, seed=8) != a
 
 
 def test_fewer_than_five_queries_is_inconclusive_not_a_crash() -> None:
     for n in (0, 1, 4):
-        iv = stats.proportion(np.ones(n), resamples=200)
-        claim = stats.decide(iv, "share", 0.5)
+        iv = proportion(np.ones(n), resamples=200)
+        claim = decide(iv, "share", 0.5)
         assert claim.verdict == "inconclusive" and claim.n == n
         json.dumps(claim.to_json(), allow_nan=False)
-    assert "fewer" in stats.decide(stats.proportion(np.ones(3)), "x", 0.5).rule
+    assert "fewer" in decide(proportion(np.ones(3)), "x", 0.5).rule
 
 
 def test_pairing_narrows_the_difference_of_correlated_methods() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=100)
     a, b = base + 0.1, base + rng.normal(scale=0.05, size=100)
-    paired = stats.paired_difference(a, b)
-    alone = [stats.bootstrap(np.mean, v) for v in (a, b)]
+    paired = paired_difference(a, b)
+    alone = [bootstrap(np.mean, v) for v in (a, b)]
     assert paired.hi - paired.lo < 0.2 * (alone[0].hi - alone[0].lo + alone[1].hi - alone[1].lo)
     assert paired.lo > 0
 
@@ -59,37 +67,37 @@ def test_seeds_are_resampled_before_queries() -> None:
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(m, 0.1, 40) for m in (0.0, 1.0, 2.0)])
     seeds = np.repeat([42, 43, 44], 40)
-    flat = stats.bootstrap(np.mean, x)
-    nested = stats.bootstrap(np.mean, x, groups=seeds)
+    flat = bootstrap(np.mean, x)
+    nested = bootstrap(np.mean, x, groups=seeds)
     assert nested.runs == 3 and nested.hi - nested.lo > 3 * (flat.hi - flat.lo)
 
 
 def test_strata_are_kept_and_weigh_the_same() -> None:
     x = np.r_[np.ones(10), np.zeros(90)]
     task = np.r_[np.zeros(10), np.ones(90)]
-    iv = stats.proportion(x, strata=task)
+    iv = proportion(x, strata=task)
     assert iv.estimate == pytest.approx(0.5) and iv.lo == iv.hi == pytest.approx(0.5)
 
 
 def test_decide_rules_and_n_to_decide() -> None:
-    mk = lambda e, lo, hi: stats.Interval(e, lo, hi, n=40, runs=2)  # noqa: E731
-    assert stats.decide(mk(0.3, 0.1, 0.5), "d").verdict == "holds"
-    assert stats.decide(mk(-0.3, -0.5, 0.0), "d").verdict == "does_not_hold"
-    assert stats.decide(mk(0.3, 0.1, 0.5), "d", direction="below").verdict == "does_not_hold"
-    claim = stats.decide(mk(0.1, -0.1, 0.3), "d")
+    mk = lambda e, lo, hi: Interval(e, lo, hi, n=40, runs=2)  # noqa: E731
+    assert decide(mk(0.3, 0.1, 0.5), "d").verdict == "holds"
+    assert decide(mk(-0.3, -0.5, 0.0), "d").verdict == "does_not_hold"
+    assert decide(mk(0.3, 0.1, 0.5), "d", direction="below").verdict == "does_not_hold"
+    claim = decide(mk(0.1, -0.1, 0.3), "d")
     assert claim.verdict == "inconclusive"
     # half-width towards 0 is 0.2, effect 0.1: n' = 20 per run * (0.2 / 0.1)^2
     assert claim.n_to_decide == 80
-    assert stats.decide(mk(0.0, -0.1, 0.1), "d").n_to_decide is None
+    assert decide(mk(0.0, -0.1, 0.1), "d").n_to_decide is None
     d = claim.to_json()
     assert {"statistic", "estimate", "ci", "n", "verdict"} <= set(d) and d["ci"] == [-0.1, 0.3]
-    assert stats.Claim.from_json(json.loads(json.dumps(d))) == claim
+    assert Claim.from_json(json.loads(json.dumps(d))) == claim
 
 
 def test_undefined_statistic_gives_no_interval() -> None:
-    iv = stats.bootstrap(lambda x: None, np.ones(20))
+    iv = bootstrap(lambda x: None, np.ones(20))
     assert math.isnan(iv.lo) and iv.undefined == 1.0
-    assert stats.decide(iv, "x").verdict == "inconclusive"
+    assert decide(iv, "x").verdict == "inconclusive"
 
 
 def test_fast_auc_equals_sklearn() -> None:
@@ -98,9 +106,9 @@ def test_fast_auc_equals_sklearn() -> None:
     rng = np.random.default_rng(0)
     s = rng.integers(0, 4, size=(30, 3)).astype(float)  # many ties
     y = rng.random(30) > 0.4
-    got = stats.auc(s, y)
+    got = auc(s, y)
     assert np.allclose(got, [roc_auc_score(y, s[:, j]) for j in range(3)])
-    assert np.isnan(stats.auc(s[:, 0], np.ones(30, bool)))
+    assert np.isnan(auc(s[:, 0], np.ones(30, bool)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,13 +130,13 @@ def test_saliency_claim() -> None:
         ("a", 43): _saliency(20, 6, True, 1),
         ("b", 42): _saliency(20, 6, True),
     }
-    claim = stats.saliency_claim(runs, resamples=300)
+    claim = saliency_claim(runs, resamples=300)
     assert claim.verdict == "holds" and claim.n == 60
     one = _saliency(20, 6, True)
     t = one.thirds()
     expected = min(t[0]["S_wp_norm"] - t[0]["S_pq_norm"], t[2]["S_pq_norm"] - t[2]["S_wp_norm"])
-    assert stats.saliency_claim([one], resamples=50).estimate == pytest.approx(expected, abs=1e-6)
-    assert stats.saliency_claim({("a", 1): _saliency(20, 6, False)}, resamples=300).verdict == "does_not_hold"
+    assert saliency_claim([one], resamples=50).estimate == pytest.approx(expected, abs=1e-6)
+    assert saliency_claim({("a", 1): _saliency(20, 6, False)}, resamples=300).verdict == "does_not_hold"
 
 
 def _preds(logits: torch.Tensor, labels: torch.Tensor, topk: torch.Tensor | None = None) -> Predictions:
@@ -143,11 +151,11 @@ def test_deep_claim_estimate_matches_the_result() -> None:
     att = torch.rand(n, layers, c, generator=g)
     att[:, 3:, :] += 2 * torch.nn.functional.one_hot(labels, c)[:, None]  # deep layers attend to the answer
     result = DeepResult(att, _preds(torch.nn.functional.one_hot(labels, c).float(), labels))
-    claim = stats.deep_claim({("t", 42): result}, resamples=300)
+    claim = deep_claim({("t", 42): result}, resamples=300)
     assert claim.estimate == pytest.approx(rise([float(a) for a in result.aucroc]), abs=1e-9)
     assert claim.verdict == "holds"
     flat = DeepResult(att[:, :1].repeat(1, layers, 1), result.predictions)
-    assert stats.deep_claim({("t", 42): flat}, resamples=300).verdict == "does_not_hold"
+    assert deep_claim({("t", 42): flat}, resamples=300).verdict == "does_not_hold"
 
 
 def _table1(n: int, accs: tuple[float, float, float], with_preds: bool) -> ReweightingResult:
@@ -163,14 +171,14 @@ def _table1(n: int, accs: tuple[float, float, float], with_preds: bool) -> Rewei
 
 
 def test_reweighting_claim_paired_and_from_proportions() -> None:
-    paired = stats.reweighting_claim({("t", 42): _table1(100, (0.5, 0.55, 0.8), True)}, resamples=300)
-    unpaired = stats.reweighting_claim({("t", 42): _table1(100, (0.5, 0.55, 0.8), False)}, resamples=300)
+    paired = reweighting_claim({("t", 42): _table1(100, (0.5, 0.55, 0.8), True)}, resamples=300)
+    unpaired = reweighting_claim({("t", 42): _table1(100, (0.5, 0.55, 0.8), False)}, resamples=300)
     assert paired.verdict == unpaired.verdict == "holds"
     assert paired.estimate == unpaired.estimate == pytest.approx(0.25)
     assert paired.ci[0] is not None and unpaired.ci[0] is not None
     assert paired.ci[0] > unpaired.ci[0]  # nested correct sets: pairing narrows the interval
     assert "unpaired" in unpaired.note
-    tie = stats.reweighting_claim({("t", 42): _table1(100, (0.5, 0.5, 0.5), True)}, resamples=300)
+    tie = reweighting_claim({("t", 42): _table1(100, (0.5, 0.5, 0.5), True)}, resamples=300)
     assert tie.verdict == "does_not_hold"
 
 
@@ -202,11 +210,11 @@ def test_isolation_claim() -> None:
         ("random", "last"): 0.95,
     }
     for with_preds in (True, False):
-        claim = stats.isolation_claim({("t", 42): _isolation(60, loyal, with_preds)}, resamples=300)
+        claim = isolation_claim({("t", 42): _isolation(60, loyal, with_preds)}, resamples=300)
         assert claim.verdict == "holds" and claim.estimate == pytest.approx(0.5)
         assert ("unpaired" in claim.note) != with_preds
     loyal[("random", "first")] = 0.3
-    claim = stats.isolation_claim({("t", 42): _isolation(60, loyal, True)}, resamples=300)
+    claim = isolation_claim({("t", 42): _isolation(60, loyal, True)}, resamples=300)
     assert claim.verdict == "does_not_hold"
 
 
@@ -214,9 +222,9 @@ def test_compression_claim_needs_n_without_predictions() -> None:
     methods = {m: {"label_loyalty": v} for m, v in
                [("hidden_anchor", 0.9), ("text_anchor", 0.5), ("hidden_random", 0.4), ("hidden_random_top", 0.6)]}  # fmt: skip
     r = types.SimpleNamespace(methods=methods, predictions={})
-    with pytest.raises(stats.AnchorlensError, match="pass n="):
-        stats.compression_claim({("t", 42): r})
-    claim = stats.compression_claim({("t", 42): r}, n=50, resamples=300)
+    with pytest.raises(AnchorlensError, match="pass n="):
+        compression_claim({("t", 42): r})
+    claim = compression_claim({("t", 42): r}, n=50, resamples=300)
     assert claim.verdict == "holds" and claim.estimate == pytest.approx(0.3)
 
 
@@ -233,9 +241,9 @@ def test_diagnosis_claim_estimate_is_the_mean_spearman() -> None:
     result = DiagnosisResult(
         ("a", "b", "c", "d"), 1, predicted, actual, rho, (rho,), predicted[None], predictions=preds
     )
-    claim = stats.diagnosis_claim({("t", 42): result}, resamples=200)
+    claim = diagnosis_claim({("t", 42): result}, resamples=200)
     assert rho is not None and claim.estimate == pytest.approx(rho, abs=1e-9)
-    empty = stats.diagnosis_claim(
+    empty = diagnosis_claim(
         {("t", 42): DiagnosisResult(("a", "b"), 1, predicted, actual, rho, (rho,), predicted[None])}
     )
     assert empty.verdict == "inconclusive" and "no predictions" in empty.note
@@ -260,10 +268,10 @@ def test_claims_over_tasks_with_different_numbers_of_classes() -> None:
         diag_runs[(name, 42)] = DiagnosisResult(
             names, 1, predicted, actual, rho, (rho,), predicted[None], predictions=preds
         )
-    single = [stats.deep_claim({k: v}, resamples=100).estimate for k, v in deep_runs.items()]
-    assert stats.deep_claim(deep_runs, resamples=100).estimate == pytest.approx(np.mean(single), abs=1e-9)
+    single = [deep_claim({k: v}, resamples=100).estimate for k, v in deep_runs.items()]
+    assert deep_claim(deep_runs, resamples=100).estimate == pytest.approx(np.mean(single), abs=1e-9)
     rhos = [r.spearman for r in diag_runs.values() if r.spearman is not None]
-    claim = stats.diagnosis_claim(diag_runs, resamples=100)
+    claim = diagnosis_claim(diag_runs, resamples=100)
     assert claim.estimate == pytest.approx(np.mean(rhos), abs=1e-9)
 
 
@@ -274,11 +282,11 @@ def test_claims_over_tasks_with_different_numbers_of_classes() -> None:
 def test_band_of_a_vector_equals_each_components_interval() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 3))
-    lo, hi = stats.band(lambda v: v.mean(0), x, resamples=400, seed=3)
+    lo, hi = band(lambda v: v.mean(0), x, resamples=400, seed=3)
     for j in range(3):
-        iv = stats.bootstrap(lambda v, j=j: v[:, j].mean(), x, resamples=400, seed=3)
+        iv = bootstrap(lambda v, j=j: v[:, j].mean(), x, resamples=400, seed=3)
         assert (lo[j], hi[j]) == pytest.approx((iv.lo, iv.hi), abs=1e-12)
-    assert stats.band(lambda v: v.mean(0), x, resamples=400, seed=3) == (lo, hi)  # seeded
+    assert band(lambda v: v.mean(0), x, resamples=400, seed=3) == (lo, hi)  # seeded
 
 
 def test_saliency_bands_hold_the_summary_curves() -> None:
@@ -287,7 +295,7 @@ def test_saliency_bands_hold_the_summary_curves() -> None:
         ("a", 43): _saliency(20, 6, True, 1),
         ("b", 42): _saliency(9, 6, False),
     }
-    bands = stats.saliency_bands(runs, resamples=300)
+    bands = saliency_bands(runs, resamples=300)
     assert set(bands) == {"a", "b"}
     curve = np.mean([r.normalized()["S_wp_norm"].numpy() for (t, _), r in runs.items() if t == "a"], 0)
     lo, hi = bands["a"]["S_wp_norm"]
@@ -302,14 +310,14 @@ def test_isolation_and_deep_bands() -> None:
         ("random", "first"): 0.8,
         ("random", "last"): 1.0,
     }
-    bands = stats.isolation_bands({("t", 42): _isolation(60, loyal, True)}, resamples=300)
+    bands = isolation_bands({("t", 42): _isolation(60, loyal, True)}, resamples=300)
     lo, hi = bands["label/first"]["label_loyalty"]
     assert lo[0] < 0.3 < hi[0] and bands["random/last"]["label_loyalty"] == [[1.0], [1.0]]
-    assert stats.isolation_bands({("t", 42): _isolation(60, loyal, False)}, resamples=50) == {}
+    assert isolation_bands({("t", 42): _isolation(60, loyal, False)}, resamples=50) == {}
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(40) % 2
     att = torch.rand(40, 4, 2, generator=g)
     result = DeepResult(att, _preds(torch.nn.functional.one_hot(labels, 2).float(), labels))
-    lo, hi = stats.deep_bands({("t", 42): result}, resamples=200)["aucroc"]
+    lo, hi = deep_bands({("t", 42): result}, resamples=200)["aucroc"]
     auc = [float(a) for a in result.aucroc]
     assert all(a - 1e-9 <= b and b <= c + 1e-9 for a, b, c in zip(lo, auc, hi, strict=True))

@@ -1,9 +1,11 @@
 """The ``anchorlens`` command line: ``predict``, one sub-command per experiment of
-:data:`anchorlens.registry.REGISTRY`, and ``reproduce`` (all of them, one report), e.g.
+:data:`anchorlens.experiments.registry.REGISTRY`, and ``reproduce`` (all of them, one report), e.g.
 ``anchorlens predict --model smollm2-135m --task sst2 --shots 1 --n 100 --seed 42 --out runs/predict``.
 
-Every flag is defined once (:data:`FLAGS`) and reaches the sub-commands through parent parsers; building
-the parser imports neither torch nor TransformerLens, so ``--help`` is fast.
+Every flag is defined once (:data:`anchorlens.cli.flags.FLAGS`); each sub-command shows and accepts only the
+flags its declaration reads. Flags are checked before any model loads (argparse types) or, where they depend
+on the model (``--k``, ``--layer``), before any forward pass. Building the parser imports neither torch nor
+TransformerLens, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -17,11 +19,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from anchorlens.cli.tools import TOOLS, Tool
+from anchorlens.cli.flags import FLAGS, GROUPS, REGIMES_OVERRIDE
+from anchorlens.cli.tools import TOOLS
 from anchorlens.core.memory import keep_freed_memory
 from anchorlens.errors import AnchorlensError
-from anchorlens.registry import EXPERIMENTS, FLAGS, REGIMES_OVERRIDE, REGISTRY, CliRun, Experiment
+from anchorlens.experiments.base import (
+    MODEL_FLAGS,
+    PROMPT_FLAGS,
+    RUN_FLAGS,
+    CliRun,
+    Command,
+    Experiment,
+    Option,
+)
+from anchorlens.experiments.registry import REGISTRY
+from anchorlens.render.page import claim_line
+from anchorlens.report.run import size_warnings
 from anchorlens.types import Model
+
+#: ``predict``'s flags: all the shared ones but reproduce's.
+PREDICT_FLAGS = (*MODEL_FLAGS, *PROMPT_FLAGS, *RUN_FLAGS, "padding_side")
 
 
 def _parent(title: str, names: Sequence[str], **overrides: dict[str, Any]) -> argparse.ArgumentParser:
@@ -33,16 +50,24 @@ def _parent(title: str, names: Sequence[str], **overrides: dict[str, Any]) -> ar
     return parser
 
 
-def _one_run_parents(batch_size: int = 8) -> list[argparse.ArgumentParser]:
-    """The flags of ``predict`` and every experiment's sub-command."""
-    return [
-        _parent("model and data", ("model", "task", "data_dir", "device", "backend", "dtype", "cache_dir")),
-        _parent(
-            "prompts",
-            ("shots", "n", "seed", "test_order", "sampling", "labels", "label_words", "on_overflow"),
-        ),
-        _parent("run", ("batch_size", "padding_side", "out", "quiet"), batch_size={"default": batch_size}),
+def _add(
+    sub: Any,
+    command: str,
+    help: str,
+    description: str,
+    flags: Sequence[str],
+    options: Sequence[Option] = (),
+    batch_size: int = 8,
+) -> argparse.ArgumentParser:
+    """A sub-command with only the shared ``flags`` it reads (in their groups) and its own ``options``."""
+    parents = [
+        _parent(title, [f for f in names if f in flags], batch_size={"default": batch_size})
+        for title, names in GROUPS.items()
     ]
+    p = sub.add_parser(command, help=help, description=description, parents=parents)
+    for option in options:
+        option.add_to(p)
+    return p
 
 
 def _add_reproduce(sub: Any) -> None:
@@ -78,31 +103,26 @@ def _add_reproduce(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``anchorlens`` parser (imports no experiment)."""
+    """The ``anchorlens`` parser (imports no experiment's computation)."""
     parser = argparse.ArgumentParser(
         prog="anchorlens",
         description="Label words are anchors (Wang et al., EMNLP 2023) on TransformerLens models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser(
+    p = _add(
+        sub,
         "predict",
-        help="in-context-learning predictions and accuracy",
-        description="Predict the test queries with k-shot ICL prompts; writes OUT/predict.json.",
-        parents=_one_run_parents(),
+        "in-context-learning predictions and accuracy",
+        "Predict the test queries with k-shot ICL prompts; writes OUT/predict.json.",
+        PREDICT_FLAGS,
     )
     p.set_defaults(func=cmd_predict)
     for exp in REGISTRY.values():
-        parents = _one_run_parents(exp.defaults.get("batch_size", 8))
-        p = sub.add_parser(exp.command, help=exp.help, description=exp.description, parents=parents)
-        for option in exp.options:
-            option.add_to(p)
+        batch_size = exp.defaults.get("batch_size", 8)
+        p = _add(sub, exp.command, exp.help, exp.description, exp.flags, exp.options, batch_size)
         p.set_defaults(func=functools.partial(cmd_experiment, exp))
-    for tool in TOOLS:  # beyond the paper's figures
-        p = sub.add_parser(
-            tool.command, help=tool.help, description=tool.description, parents=_one_run_parents(4)
-        )
-        for option in tool.options:
-            option.add_to(p)
+    for tool in TOOLS:  # beyond the paper's claims
+        p = _add(sub, tool.command, tool.help, tool.description, tool.flags, tool.options, 4)
         p.set_defaults(func=functools.partial(cmd_tool, tool))
     _add_reproduce(sub)
     return parser
@@ -112,25 +132,50 @@ def build_parser() -> argparse.ArgumentParser:
 # Running a sub-command
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
-    """The task (first: a data problem should not wait for a model load), the model and the warnings
-    about the flags (``--n`` larger than the test split), already printed on stderr."""
+def load_model_for(
+    args: argparse.Namespace, check: Callable[[argparse.Namespace, Model], None] | None = None
+) -> Model:
+    """The model the flags ask for (``--model``, ``--backend``, ``--device``...); ``check(args, model)``
+    refuses flags that do not fit it (e.g. ``--k`` beyond its layers) before any forward pass; then
+    :func:`anchorlens.core.backends.require_attention_edits` (one forward pass) makes sure edits at the
+    attention pattern take effect. ``args.backend`` becomes the backend that loaded it."""
+    from anchorlens.core.backends import EDIT_POINTS, backend_of, require_attention_edits
+    from anchorlens.core.models import load_model
+
+    flags = ("backend", "device", "dtype", "cache_dir")
+    model = load_model(args.model, **{k: getattr(args, k) for k in flags if hasattr(args, k)})
+    if check is not None:
+        check(args, model)
+    require_attention_edits(model, EDIT_POINTS)
+    args.backend = backend_of(model)
+    return model
+
+
+def _load(
+    args: argparse.Namespace, check: Callable[[argparse.Namespace, Model], None] | None = None
+) -> tuple[Model, Any, list[str]]:
+    """The task (first: a data problem should not wait for a model load; None without ``--task``), the
+    model and the warnings about the flags (``--n`` larger than the test split), already printed on
+    stderr."""
     from anchorlens.core.prompts import class_balance_warning, sample_test
     from anchorlens.core.tasks import load_task, relabel
-    from anchorlens.registry import load_for, size_warnings
 
-    task = load_task(args.task, args.data_dir)
-    queries = sample_test(task, args.n, args.seed, shuffle=args.test_order == "paper", sampling=args.sampling)
-    warnings = [
-        *size_warnings({task.name: task}, args.n),
-        *filter(None, [class_balance_warning(task, queries)]),
-    ]
+    task, warnings = None, []
+    if hasattr(args, "task"):
+        task = load_task(args.task, args.data_dir)
+        shuffle = getattr(args, "test_order", "paper") == "paper"
+        sampling = getattr(args, "sampling", "random")
+        queries = sample_test(task, args.n, args.seed, shuffle=shuffle, sampling=sampling)
+        warnings = [
+            *size_warnings({task.name: task}, args.n),
+            *filter(None, [class_balance_warning(task, queries)]),
+        ]
     for line in warnings:
         print(f"anchorlens: warning: {line}", file=sys.stderr)
-    model = load_for(args)  # args.backend: the backend that loaded it
-    if args.labels != "natural" or args.label_words:
-        words = _csv(args.label_words) if args.label_words else None
-        task = relabel(task, args.labels, tokenizer=model.tokenizer, words=words)
+    model = load_model_for(args, check)
+    labels, words = getattr(args, "labels", "natural"), getattr(args, "label_words", None)
+    if task is not None and (labels != "natural" or words):
+        task = relabel(task, labels, tokenizer=model.tokenizer, words=_csv(words) if words else None)
     return model, task, warnings
 
 
@@ -207,15 +252,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(exp: Experiment, args: argparse.Namespace) -> int:
-    """One experiment: its JSON (``exp.output``), its pictures and a few printed lines."""
-    if exp.validate is not None:
-        exp.validate(args)
-    model, task, warnings = _load(args)
+    """One experiment: its JSON (``exp.output``, with its claim), its pictures and a few printed lines,
+    the claim's verdict last (the same line ``reproduce`` and the report print)."""
+    model, task, warnings = _load(args, exp.check)
     prompts = None
     if exp.prompts != "none":
-        prompts = _prompts(args, model, task, resample=exp.prompts == "resample" and args.demos == "resample")
+        resample = exp.prompts == "resample" and args.demos == "resample"
+        prompts = _prompts(args, model, task, resample=resample)
     ctx = CliRun(args, model, task, prompts)
     result, seconds = _timed(lambda: exp.cli_run(ctx))
+    claim = exp.claim({(task.name, args.seed): result}).to_json()
     recorded = {name: getattr(args, name) for name in exp.recorded}
     if prompts is None:  # the result says which queries it used
         extra = {"model": args.model, "backend": args.backend, "test_order": "paper", "n_requested": args.n}
@@ -227,16 +273,18 @@ def cmd_experiment(exp: Experiment, args: argparse.Namespace) -> int:
             **recorded,
             **result.to_json(),
         }
-    path = _write(args.out, exp.output, payload)
-    exp.cli_files(ctx, result)
+    path = _write(args.out, exp.output, {**payload, "claim": claim})
+    if exp.cli_files is not None:
+        exp.cli_files(ctx, result)
     for line in exp.cli_lines(ctx, result):
         print(line)
+    print(f"  {exp.name}: {claim_line(claim)}")
     print(f"  ({seconds:.1f} s) -> {path}")
     return 0
 
 
-def cmd_tool(tool: Tool, args: argparse.Namespace) -> int:
-    """A sub-command beyond the paper's figures (:mod:`anchorlens.cli.tools`); it writes its own files."""
+def cmd_tool(tool: Command, args: argparse.Namespace) -> int:
+    """A sub-command beyond the paper's claims (:mod:`anchorlens.cli.tools`); it writes its own files."""
     model, task, _ = _load(args)
     _, seconds = _timed(lambda: tool.run(args, model, task))
     print(f"{tool.command}: done in {seconds:.1f} s -> {args.out}")
@@ -251,7 +299,7 @@ def _csv(text: str, kind: type = str) -> tuple[Any, ...]:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from anchorlens.report import ReproduceConfig, reproduce
+    from anchorlens.report.run import ReproduceConfig, reproduce
 
     if len(args.k) != 1:
         raise AnchorlensError(f"reproduce isolates one number of layers; --k got {args.k}.")
@@ -266,9 +314,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         k=args.k[0],
     )
     results = reproduce(cfg, progress=not args.quiet)
-    for name in EXPERIMENTS:
+    for name in REGISTRY:
         if name in results:
-            print(f"  {name:>12}: {results[name]['verdict']}")
+            print(f"  {name:>12}: {claim_line(results['claims'].get(name))}")
     print(f"report in {results['wall_seconds']:.0f} s -> {Path(args.out) / 'report.html'}")
     return 0
 

@@ -12,15 +12,16 @@ from anchorlens.types import Model
 
 
 def claim_line(claim: dict[str, Any] | None) -> str:
-    """``"<statistic> = 0.249, 95% CI [0.201, 0.292] over 80 queries: holds"``, plus, for an inconclusive
-    claim, about how many queries per task and seed would decide it (empty without a claim)."""
+    """The one verdict of a claim, as the CLI and both report pages print it: ``"holds: <statistic> =
+    0.249, 95% CI [0.201, 0.292] over 80 queries"``, plus, for an inconclusive claim, about how many queries
+    per task and seed would decide it (``"no claim"`` without one)."""
     if not claim:
-        return ""
+        return "no claim"
     lo, hi = claim["ci"]
     level = round(100 * claim.get("level", 0.95))
     interval = "no interval" if lo is None or hi is None else f"{level}% CI [{lo:.3f}, {hi:.3f}]"
     estimate = "undefined" if claim["estimate"] is None else f"{claim['estimate']:.3f}"
-    line = f"{claim['statistic']} = {estimate}, {interval} over {claim['n']} queries: {claim['verdict']}"
+    line = f"{claim['verdict']}: {claim['statistic']} = {estimate}, {interval} over {claim['n']} queries"
     if claim["verdict"] == "inconclusive" and claim.get("n_to_decide"):
         line += (
             f" (the observed effect would decide it at about n = {claim['n_to_decide']} per task and seed)"
@@ -36,11 +37,10 @@ def png_tag(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
-def verdict_class(verdict: str) -> str:
-    """The verdict's colour: green when it holds, red when it does not, plain when partly or undefined."""
-    if verdict.startswith("holds") and not verdict.startswith("holds partly"):
-        return "holds"
-    return "nothold" if verdict.startswith("does not") else ""
+def verdict_class(claim: dict[str, Any] | None) -> str:
+    """The verdict's colour: green when the claim holds, red when it does not, plain when inconclusive."""
+    verdict = (claim or {}).get("verdict")
+    return {"holds": "holds", "does_not_hold": "nothold"}.get(str(verdict), "")
 
 
 def first_prompt_view(model: Model, task: Any, shots: int, seed: int) -> str:

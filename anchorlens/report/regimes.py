@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from anchorlens.core.layers import layer_thirds
+from anchorlens.core.layers import third_means
 from anchorlens.core.tasks import LABEL_REGIMES
 from anchorlens.errors import AnchorlensError
 
@@ -76,10 +76,7 @@ def regime_rows(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             iso["random/first"]["label_loyalty"] - iso["label/first"]["label_loyalty"] if iso else None
         )
         auc = results.get("deep", {}).get("per_task", {}).get(task, {}).get("aucroc")
-        deep = layer_thirds(len(auc))[2] if auc else None
-        row["deep_aucroc"] = (
-            float(np.mean(auc[deep.start : deep.stop])) if auc and deep and None not in auc else None
-        )
+        row["deep_aucroc"] = third_means(auc)[2] if auc and None not in auc else None
         rw = results.get("reweighting", {}).get("per_task", {}).get(task)
         row["accuracy"] = rw["vanilla_1shot"]["mean"] if rw else None
         row["reweighting_gain"] = rw["reweighting"]["mean"] - rw["vanilla_1shot"]["mean"] if rw else None
@@ -112,7 +109,7 @@ def reproduce_regimes(cfg: Any, progress: bool, reproduce: Callable[..., dict[st
 
 def regime_section(results: dict[str, Any], fmt: str) -> list[tuple[str, str]]:
     """The report's section comparing label regimes (none unless several were run): ``[(title, body)]``."""
-    from anchorlens.render.sections import table
+    from anchorlens.render.tables import table
 
     regimes: dict[str, Any] = results.get("regimes") or {}
     if len(regimes) < 2:

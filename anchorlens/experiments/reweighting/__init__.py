@@ -8,35 +8,46 @@
 - :mod:`~anchorlens.experiments.reweighting.table1`: :func:`table1`, the experiment, and :class:`ReweightingResult`.
 """
 
-from anchorlens.experiments.reweighting.module import (
-    FILE_FORMAT,
-    AnchorReweighting,
-    check_classes,
-    demonstrations_fingerprint,
-    reweighting_hooks,
-)
-from anchorlens.experiments.reweighting.table1 import ReweightingResult, table1
-from anchorlens.experiments.reweighting.training import (
-    NonFiniteLoss,
-    TrainConfig,
-    TrainingLog,
-    fit,
-    train_reweighting,
-    train_step,
-)
+# ruff: noqa: F401  (TYPE_CHECKING re-exports; __all__ comes from the lazy table)
+from __future__ import annotations
 
-__all__ = [
-    "FILE_FORMAT",
-    "AnchorReweighting",
-    "NonFiniteLoss",
-    "ReweightingResult",
-    "TrainConfig",
-    "TrainingLog",
-    "check_classes",
-    "demonstrations_fingerprint",
-    "fit",
-    "reweighting_hooks",
-    "table1",
-    "train_reweighting",
-    "train_step",
-]
+from typing import TYPE_CHECKING
+
+from anchorlens._lazy import lazy_exports
+
+#: Public name -> its module, imported on first use (so the declaration in ``spec`` loads no torch).
+_LAZY = {
+    "FILE_FORMAT": "anchorlens.experiments.reweighting.module",
+    "AnchorReweighting": "anchorlens.experiments.reweighting.module",
+    "check_classes": "anchorlens.experiments.reweighting.module",
+    "demonstrations_fingerprint": "anchorlens.experiments.reweighting.module",
+    "reweighting_hooks": "anchorlens.experiments.reweighting.module",
+    "ReweightingResult": "anchorlens.experiments.reweighting.table1",
+    "table1": "anchorlens.experiments.reweighting.table1",
+    "NonFiniteLoss": "anchorlens.experiments.reweighting.training",
+    "TrainConfig": "anchorlens.experiments.reweighting.training",
+    "TrainingLog": "anchorlens.experiments.reweighting.training",
+    "fit": "anchorlens.experiments.reweighting.training",
+    "train_reweighting": "anchorlens.experiments.reweighting.training",
+    "train_step": "anchorlens.experiments.reweighting.training",
+}
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
+
+if TYPE_CHECKING:
+    from anchorlens.experiments.reweighting.module import (
+        FILE_FORMAT,
+        AnchorReweighting,
+        check_classes,
+        demonstrations_fingerprint,
+        reweighting_hooks,
+    )
+    from anchorlens.experiments.reweighting.table1 import ReweightingResult, table1
+    from anchorlens.experiments.reweighting.training import (
+        NonFiniteLoss,
+        TrainConfig,
+        TrainingLog,
+        fit,
+        train_reweighting,
+        train_step,
+    )

@@ -5,8 +5,10 @@ import sys
 
 import pytest
 
-from anchorlens.core.layers import layer_thirds
-from anchorlens.registry import EXPERIMENTS, FLAGS, REGISTRY, get, rise, verdict_over_tasks
+import anchorlens as al
+from anchorlens.cli.flags import FLAGS
+from anchorlens.core.layers import layer_thirds, rise
+from anchorlens.experiments.registry import EXPERIMENTS, REGISTRY, get
 
 
 class Cfg:
@@ -19,6 +21,7 @@ class Cfg:
     batch_size = 8
     reweight_epochs = 1
     random_top = 2
+    sampling = "random"
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -27,7 +30,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_and_registry_import_neither_torch_nor_transformer_lens() -> None:
     out = _python(
-        "import sys, anchorlens, anchorlens.cli, anchorlens.registry, anchorlens.report\n"
+        "import sys, anchorlens, anchorlens.cli.main, anchorlens.experiments.registry, anchorlens.report.run\n"
         "anchorlens.cli.main.build_parser()\n"
         "print(sorted(m for m in ('torch', 'transformer_lens', 'matplotlib') if m in sys.modules))"
     )
@@ -83,11 +86,12 @@ def test_registry_order_names_and_commands() -> None:
             definitions.setdefault(flag, set()).add(id(option))
     assert all(len(ids) == 1 for ids in definitions.values())  # one definition per flag
     assert REGISTRY["isolation"].options[0] is FLAGS["k"]  # shared with reproduce
+    assert REGISTRY["compression"].options[0] is FLAGS["random_top"]
 
 
 def test_result_types_resolve() -> None:
     for exp in REGISTRY.values():
-        cls = exp.result_class()
+        cls = exp.result()
         assert cls.__name__.endswith("Result") and hasattr(cls, "to_json")
 
 
@@ -120,12 +124,6 @@ def test_rise_of_deep_minus_shallow_third() -> None:
     assert rise([0.7]) is None  # one layer: no shallow or deep third
 
 
-def test_verdict_over_tasks() -> None:
-    assert verdict_over_tasks({"a": True, "b": True}, "x") == "holds: x on a, b"
-    assert verdict_over_tasks({"a": True, "b": False}, "x") == "holds partly: x on a (not on b)"
-    assert verdict_over_tasks({"a": False}, "x") == "does not hold: x on no task (not on a)"
-
-
 def _iso(label_first: float, other: float) -> dict[str, object]:
     runs = [
         {"anchors": a, "layers": layer, "k": 5, "label_loyalty": v, "word_loyalty": v, "accuracy": 0.5}
@@ -141,24 +139,23 @@ def _iso(label_first: float, other: float) -> dict[str, object]:
 
 def test_isolation_summary_averages_and_judges() -> None:
     runs = {("a", 1): _iso(0.2, 0.9), ("a", 2): _iso(0.4, 0.9), ("b", 1): _iso(0.3, 0.9)}
-    s = REGISTRY["isolation"].summarize(runs, Cfg())
+    s = REGISTRY["isolation"].summarize(runs, Cfg()).to_json()
     first = s["results"][0]
     assert (first["anchors"], first["layers"], first["k"]) == ("label", "first", 5)
-    assert first["label_loyalty"] == pytest.approx(0.3) and s["holds"] is True
-    assert s["verdict"].startswith("holds: isolating label words in the first 5 layers")
-    s = REGISTRY["isolation"].summarize({("a", 1): _iso(0.95, 0.9)}, Cfg())
-    assert s["holds"] is False and s["verdict"].startswith("does not hold")
+    assert first["label_loyalty"] == pytest.approx(0.3)
+    assert s["per_task"]["a"]["label/first"]["label_loyalty"] == pytest.approx(0.3)
+    assert "holds" not in s and "verdict" not in s  # the claim is the one verdict
 
 
 def test_deep_summary_rise_and_undefined() -> None:
     up = {"aucroc": [0.5, 0.6, 0.9], "aucroc_gold": [0.5, 0.5, 0.5]}
     single_class = {"aucroc": [None, None, None], "aucroc_gold": [0.5, 0.5, 0.5]}
-    s = REGISTRY["deep"].summarize({("a", 1): up, ("b", 1): single_class}, Cfg())
+    s = REGISTRY["deep"].summarize({("a", 1): up, ("b", 1): single_class}, Cfg()).to_json()
     assert s["aucroc"] == pytest.approx([0.5, 0.6, 0.9]) and s["tasks"] == ["a"]
-    assert s["rise"] == pytest.approx(0.4) and s["holds"] is True and "threshold" in s["verdict"]
+    assert s["rise"] == pytest.approx(0.4)
     assert s["per_task"]["b"]["aucroc"] == [None, None, None]
-    s = REGISTRY["deep"].summarize({("b", 1): single_class}, Cfg())
-    assert s["holds"] is False and s["verdict"].startswith("undefined") and "aucroc" not in s
+    s = REGISTRY["deep"].summarize({("b", 1): single_class}, Cfg()).to_json()
+    assert "aucroc" not in s and "aucroc_gold" in s
 
 
 def test_reweighting_summary_uses_the_many_shot_key() -> None:
@@ -166,15 +163,114 @@ def test_reweighting_summary_uses_the_many_shot_key() -> None:
         return {"vanilla_1shot": v1, "vanilla_many_shot": vm, "reweighting": rw, "train_seconds": 1.0}
 
     runs = {("a", 1): r(0.5, 0.6, 0.8), ("a", 2): r(0.7, 0.6, 0.8), ("b", 1): r(0.5, 0.5, 0.4)}
-    s = REGISTRY["reweighting"].summarize(runs, Cfg())
+    s = REGISTRY["reweighting"].summarize(runs, Cfg()).to_json()
     assert s["per_task"]["a"]["vanilla_1shot"] == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1)}
     assert s["per_task"]["b"]["reweighting"]["std"] is None  # one seed
-    assert s["average"]["reweighting"] == pytest.approx(0.6) and s["holds"] is True
+    assert s["average"]["reweighting"] == pytest.approx(0.6)
 
 
 def test_diagnosis_summary_mean_spearman() -> None:
     runs = {("a", 1): {"spearman": 0.5, "layer": 1}, ("a", 2): {"spearman": None, "layer": 1}}
-    s = REGISTRY["diagnosis"].summarize(runs, Cfg())
-    assert list(s["runs"]) == ["a/1", "a/2"] and s["spearman_mean"] == 0.5 and s["holds"] is True
-    s = REGISTRY["diagnosis"].summarize({("a", 1): {"spearman": None}}, Cfg())
-    assert s["holds"] is False and s["verdict"].startswith("undefined")
+    s = REGISTRY["diagnosis"].summarize(runs, Cfg()).to_json()
+    assert list(s["runs"]) == ["a/1", "a/2"] and s["spearman_mean"] == 0.5
+    s = REGISTRY["diagnosis"].summarize({("a", 1): {"spearman": None}}, Cfg()).to_json()
+    assert s["spearman_mean"] is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Adding an experiment: one declaration and one registry line give a sub-command, a claim and a section
+
+
+def _toy() -> object:
+    """A toy experiment: accuracy of plain ICL predictions, claimed above chance (0 here)."""
+    from dataclasses import dataclass
+    from typing import Any
+
+    import numpy as np
+
+    from anchorlens.experiments.base import CliRun, Experiment, per_task, reproduce_prompts
+    from anchorlens.render.tables import table
+    from anchorlens.stats.bootstrap import bootstrap
+    from anchorlens.stats.claims import decide, runs_of, stack_rows
+
+    @dataclass(frozen=True)
+    class ToySummary:
+        accuracy: dict[str, float]
+
+        def to_json(self) -> dict[str, Any]:
+            return {"accuracy": self.accuracy}
+
+    def result() -> Any:
+        return al.Predictions
+
+    def run(model: Any, task: Any, seed: int, s: Any) -> Any:
+        return al.predict(model, reproduce_prompts(model, task, seed, s))
+
+    def summarize(runs: Any, s: Any) -> ToySummary:
+        return ToySummary(
+            {t: float(np.mean([r["accuracy"] for r in rs])) for t, rs in per_task(runs, s.tasks).items()}
+        )
+
+    def claim(runs: Any) -> Any:
+        blocks = [(t, s, (r.predictions == r.labels).double().numpy()) for t, s, r in runs_of(runs)]
+        vals, task, seed_of, _ = stack_rows(blocks)
+        iv = bootstrap(lambda v: float(v.mean()), vals, groups=seed_of, strata=task, resamples=200)
+        return decide(iv, "accuracy", -0.5)
+
+    def cli_run(ctx: CliRun) -> Any:
+        return al.predict(ctx.model, ctx.prompts, batch_size=ctx.args.batch_size)
+
+    return Experiment(
+        name="toy",
+        command="toy",
+        section="Toy: plain accuracy",
+        paper="Nothing: a toy.",
+        help="a toy experiment",
+        description="Plain ICL accuracy.",
+        result=result,
+        output="toy.json",
+        run=run,
+        summarize=summarize,
+        claim=claim,
+        table=lambda s, cfg, fmt: table(["task", "accuracy"], sorted(s.accuracy.items()), fmt),
+        cli_run=cli_run,
+        cli_lines=lambda ctx, r: [f"toy accuracy {r.accuracy:.2f}"],
+        flags=("model", "task", "shots", "n", "seed", "batch_size", "out", "quiet"),
+    )
+
+
+def test_a_toy_experiment_is_one_declaration_and_one_registry_line(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    from pathlib import Path
+
+    from anchorlens.cli import main as cli
+    from anchorlens.render.page import claim_line
+
+    tmp = Path(str(tmp_path))
+    monkeypatch.setitem(REGISTRY, "toy", _toy())  # the one registry line
+    monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
+    assert cli.main(["toy", "--n", "6", "--out", str(tmp / "one"), "--quiet"]) == 0
+    one = json.loads((tmp / "one" / "toy.json").read_text())
+    printed = capsys.readouterr().out
+    assert f"toy: {claim_line(one['claim'])}" in printed  # the CLI prints the JSON's claim
+    args = [
+        "reproduce",
+        "--experiments",
+        "toy",
+        "--tasks",
+        "sst2",
+        "--n",
+        "6",
+        "--out",
+        str(tmp / "rep"),
+        "--quiet",
+    ]
+    assert cli.main(args) == 0
+    results = json.loads((tmp / "rep" / "results.json").read_text())
+    assert results["claims"]["toy"]["verdict"] in ("holds", "does_not_hold", "inconclusive")
+    assert "accuracy" in results["toy"]
+    md = (tmp / "rep" / "report.md").read_text()
+    assert "## Toy: plain accuracy" in md and f"**Verdict:** {claim_line(results['claims']['toy'])}" in md
+    assert f"toy: {claim_line(results['claims']['toy'])}" in capsys.readouterr().out

@@ -1,0 +1,283 @@
+"""What an experiment declares, once, for the CLI and ``anchorlens reproduce`` alike.
+
+An :class:`Experiment` names its computation for one task and seed (``run``), its summary over tasks and
+seeds (``summarize``: a typed dataclass), its claim (``claim``: the one tri-state verdict), its report
+section (``table`` and ``figures``) and its sub-command (``cli_run``, ``cli_lines``, ``cli_files``, its own
+``options`` and the shared ``flags`` it reads). The registry, :data:`anchorlens.experiments.registry.REGISTRY`,
+is an explicit list of these declarations. Importing this module imports neither torch nor matplotlib.
+
+Averaging follows the paper: saliency curves are normalised per seed, then averaged; loyalties and
+accuracies are averaged over seeds, then over tasks; the AUCROC curve is averaged over seeds and tasks and
+R_l is computed from that average.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from anchorlens.errors import AnchorlensError
+from anchorlens.stats.claims import Claim
+from anchorlens.types import Model
+
+#: Results of one experiment per (task name, seed): typed results or their ``to_json()`` dicts.
+Runs = Mapping[tuple[str, int], Any]
+
+
+@runtime_checkable
+class Settings(Protocol):
+    """What a run and a summary read from ``anchorlens.report.run.ReproduceConfig``."""
+
+    model: str
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    n: int
+    shots: int
+    k: int
+    batch_size: int
+    reweight_epochs: int
+    random_top: int
+    sampling: str
+
+
+class Summary(Protocol):
+    """An experiment's numbers over tasks and seeds (a frozen dataclass): what ``results.json`` holds."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line flag: ``parser.add_argument(*flags, **kwargs)``."""
+
+    flags: tuple[str, ...]
+    kwargs: Mapping[str, Any]
+
+    def add_to(self, parser: Any, **overrides: Any) -> None:
+        """Add it to ``parser`` (or an argument group), with some keyword arguments replaced."""
+        parser.add_argument(*self.flags, **{**self.kwargs, **overrides})
+
+
+def opt(*flags: str, **kwargs: Any) -> Option:
+    """An :class:`Option` from ``add_argument``'s arguments."""
+    return Option(flags, kwargs)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One sub-command's inputs: its parsed flags, the model, the task and the prompts (None for
+    experiments that build their own, e.g. re-weighting)."""
+
+    args: argparse.Namespace
+    model: Model
+    task: Any
+    prompts: Any = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+    @property
+    def title(self) -> str:
+        n = self.args.n if self.prompts is None else len(self.prompts)
+        shots = getattr(self.args, "shots", 1)
+        return f"{self.task.name}, {self.args.model}, {shots}-shot, n={n}"
+
+    def kwargs(self, *same: str, **renamed: str) -> dict[str, Any]:
+        """An experiment function's keyword arguments from the flags: those named ``same`` in both,
+        ``keyword="flag"`` for the others, and ``progress`` unless ``--quiet``."""
+        a = self.args
+        values = {name: getattr(a, name) for name in same} | {k: getattr(a, v) for k, v in renamed.items()}
+        return {**values, "progress": not a.quiet}
+
+
+#: The shared flags (defined once in :mod:`anchorlens.cli.flags`) that load a model and a task ...
+MODEL_FLAGS = ("model", "task", "data_dir", "device", "backend", "dtype", "cache_dir")
+#: ... that build the prompts ...
+PROMPT_FLAGS = ("shots", "n", "seed", "test_order", "sampling", "labels", "label_words", "on_overflow")
+#: ... and that every sub-command has.
+RUN_FLAGS = ("batch_size", "out", "quiet")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment, declared once.
+
+    Attributes:
+        name: Its name in ``reproduce --experiments``, the cache and ``results.json``.
+        command: Its CLI sub-command.
+        section: The report's section title (the paper's figure or table and section).
+        paper: What the paper reports (the report's "Paper:" line).
+        help, description: The sub-command's one-line help and its ``--help`` text.
+        result: The result class, imported when called (it imports torch); has ``from_json``.
+        output: The JSON file its sub-command writes in ``--out``.
+        run: ``(model, task, seed, settings) -> result``: one task and seed of ``reproduce``.
+        summarize: ``(runs, settings) -> Summary``: the numbers over tasks and seeds (no verdict).
+        claim: ``runs -> Claim``: the statistic, its seeded bootstrap interval and the one verdict.
+        table: ``(summary, settings, fmt) -> str``: the report's tables, ``fmt`` "md" or "html".
+        figures: ``(summary, folder, settings) -> {name: PNG file name}``: the report's figures.
+        cli_run: ``CliRun -> result``: the sub-command's computation.
+        cli_lines: ``(CliRun, result) -> lines``: what the sub-command prints besides the claim.
+        cli_files: ``(CliRun, result) -> None``: its pictures and files besides the JSON.
+        flags: The shared flags its sub-command shows and reads.
+        options: Its own flags.
+        defaults: Other defaults of shared flags (saliency: ``batch_size=4``).
+        prompts: ``"fixed"`` (one demonstration set per seed), ``"resample"`` (when ``--demos resample``)
+            or ``"none"`` (it builds its own).
+        recorded: Flags copied into the sub-command's JSON.
+        min_classes: Tasks with fewer classes are skipped by ``reproduce``.
+        check: ``(args, model) -> None``: checks flags against the model before any forward pass.
+    """
+
+    name: str
+    command: str
+    section: str
+    paper: str
+    help: str
+    description: str
+    result: Callable[[], Any]
+    output: str
+    run: Callable[[Model, Any, int, Settings], Any]
+    summarize: Callable[[Runs, Settings], Summary]
+    claim: Callable[[Runs], Claim]
+    table: Callable[[Any, Settings, str], str]
+    cli_run: Callable[[CliRun], Any]
+    cli_lines: Callable[[CliRun, Any], list[str]]
+    figures: Callable[[Any, Path, Settings], dict[str, str]] | None = None
+    cli_files: Callable[[CliRun, Any], None] | None = None
+    flags: tuple[str, ...] = (*MODEL_FLAGS, *PROMPT_FLAGS, *RUN_FLAGS, "padding_side")
+    options: tuple[Option, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    prompts: Literal["fixed", "resample", "none"] = "fixed"
+    recorded: tuple[str, ...] = ()
+    min_classes: int = 2
+    check: Callable[[argparse.Namespace, Model], None] | None = None
+
+    def from_json(self, data: dict[str, Any]) -> Any:
+        """A typed result from its ``to_json()`` dict."""
+        return self.result().from_json(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers of the summaries
+
+
+def as_json(result: Any) -> dict[str, Any]:
+    """A result's JSON dict (a typed result's ``to_json()``, or the dict itself)."""
+    return dict(result.to_json()) if hasattr(result, "to_json") else dict(result)
+
+
+def per_task(runs: Runs, tasks: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each task's results (as JSON dicts) over its seeds, in ``tasks`` order (tasks without any left out)."""
+    per = {t: [as_json(r) for (tt, _), r in runs.items() if tt == t] for t in tasks}
+    return {t: rs for t, rs in per.items() if rs}
+
+
+def typed(runs: Runs) -> bool:
+    """Whether every run is a typed result (not a JSON dict): the bands need their per-query rows."""
+    return all(hasattr(r, "to_json") for r in runs.values())
+
+
+def mean_defined(values: Sequence[Any]) -> float | None:
+    """Mean of the values that are not None (None when there are none)."""
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def mean(values: Sequence[Any]) -> float:
+    """Mean of values that are always defined (accuracies, loyalties)."""
+    return float(np.mean(values))
+
+
+def std_defined(values: Sequence[Any]) -> float | None:
+    """Standard deviation over seeds (None with fewer than two defined values)."""
+    vals = [v for v in values if v is not None]
+    return float(np.std(vals)) if len(vals) > 1 else None
+
+
+def reproduce_prompts(
+    model: Model, task: Any, seed: int, s: Settings, resample: bool = False, n: int = 0
+) -> Any:
+    """``reproduce``'s prompts: ``n`` (default ``s.n``) queries, overlong prompts dropped."""
+    from anchorlens.core.prompts import build_prompts
+
+    return build_prompts(
+        model,
+        task,
+        n=n or s.n,
+        shots=s.shots,
+        seed=seed,
+        resample=resample,
+        on_overflow="drop",
+        sampling=s.sampling,
+    )
+
+
+def int_list(flag: str, minimum: int = 0) -> Callable[[str], list[int]]:
+    """An argparse type: one integer or a comma-separated list (``1,3,5,7``), each at least ``minimum``."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} takes integers separated by commas, e.g. 1,3,5,7; got {text!r}"
+            ) from None
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} needs integers of at least {minimum}; got {text!r}")
+        return values
+
+    return parse
+
+
+#: ``--k``: numbers of layers, each at least 1.
+parse_ks = int_list("--k", 1)
+
+
+def positive(flag: str, minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, refused with a usage error (before any model
+    loads) otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes an integer; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {minimum}; got {value}")
+        return value
+
+    return parse
+
+
+def check_layers(flag: str, values: Sequence[int], model: Model) -> None:
+    """Refuse layer counts (``--k``) beyond the model's layers, before any forward pass."""
+    n_layers = int(model.cfg.n_layers)
+    bad = [v for v in values if v > n_layers]
+    if bad:
+        raise AnchorlensError(f"{flag} {bad} is more than the model's {n_layers} layers.")
+
+
+#: ``--k``: isolation's, shared with ``reproduce``, ``flow`` and ``discover``.
+K_OPTION = opt(
+    "--k", type=parse_ks, default=[5], help="isolated layers, one number or a list: 1,3,5,7 (default: 5)"
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command beyond the paper's claims (faithfulness, span flows, anchor discovery): its flags and
+    ``run(args, model, task) -> JSON payload`` (it writes its own files; ``task`` is None without
+    ``--task``)."""
+
+    command: str
+    help: str
+    description: str
+    run: Callable[[argparse.Namespace, Model, Any], dict[str, Any]]
+    flags: tuple[str, ...]
+    options: tuple[Option, ...] = ()
