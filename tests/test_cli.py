@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -10,28 +11,14 @@ import torch
 
 import anchorlens as al
 from anchorlens.cli import main as cli
-
-
-def _user_task(folder: Path) -> Path:
-    folder.mkdir()
-    (folder / "task.json").write_text(
-        json.dumps(
-            {"template": "Review: {text}\nSentiment:{label}", "label_words": [" Negative", " Positive"]}
-        )
-    )
-    rows = [("it was good", 1), ("a great film", 1), ("very bad", 0), ("not good", 0)]
-    (folder / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    (folder / "test.jsonl").write_text(
-        "".join(json.dumps({"text": t + " movie", "label": y}) + "\n" for t, y in rows)
-    )
-    return folder
+from tests.helpers import user_task
 
 
 def test_predict_writes_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model())
-    task = _user_task(tmp_path / "mytask")
+    task = user_task(tmp_path / "mytask")
     rc = cli.main(
         [
             "predict",
@@ -68,7 +55,7 @@ def test_out_naming_a_file_is_refused_before_any_model_loads(
         raise AssertionError("no model should load")
 
     monkeypatch.setattr("anchorlens.core.models.load_model", no_model)
-    task = str(_user_task(tmp_path / "mytask"))
+    task = str(user_task(tmp_path / "mytask"))
     file = tmp_path / "taken.json"
     file.write_text("{}")
     for argv, out in [
@@ -87,7 +74,7 @@ def test_n_larger_than_the_test_split_is_said_and_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
-    task = str(_user_task(tmp_path / "mytask"))  # 4 test examples
+    task = str(user_task(tmp_path / "mytask"))  # 4 test examples
     assert cli.main(["deep", "--task", task, "--n", "10", "--out", str(tmp_path / "o"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "anchorlens: warning: --n 10 is more than the 4 test examples of mytask: it uses 4." in err
@@ -157,7 +144,7 @@ def test_predict_smoke_on_the_real_model(tmp_path: Path, smollm2) -> None:  # ty
 
 def test_saliency_writes_json_png_and_offline_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
-    task = _user_task(tmp_path / "mytask")
+    task = user_task(tmp_path / "mytask")
     out = tmp_path / "o"
     rc = cli.main(["saliency", "--task", str(task), "--n", "3", "--out", str(out), "--quiet"])
     assert rc == 0
@@ -184,7 +171,7 @@ def test_saliency_writes_json_png_and_offline_html(tmp_path: Path, monkeypatch: 
 
 def test_isolation_and_deep_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
-    task = str(_user_task(tmp_path / "mytask"))
+    task = str(user_task(tmp_path / "mytask"))
     out = tmp_path / "o"
     assert (
         cli.main(["isolation", "--task", task, "--n", "4", "--k", "1,3", "--out", str(out), "--quiet"]) == 0
@@ -206,7 +193,7 @@ def test_diagnose_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3))
-    task = str(_user_task(tmp_path / "mytask"))
+    task = str(user_task(tmp_path / "mytask"))
     out = tmp_path / "o"
     assert (
         cli.main(["diagnose", "--task", task, "--n", "4", "--components", "2", "--out", str(out), "--quiet"])
@@ -276,12 +263,14 @@ def test_reweight_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ]:
         assert key in js
     assert js["beta_shape"] == [2, 4, 2] and (out / "beta.pt").exists()
-    assert cli.main([*args, "--shots", "2", "--out", str(out)]) == 2
+    assert js["claim"]["verdict"] in ("holds", "does_not_hold", "inconclusive")
+    with pytest.raises(SystemExit):  # Table 1 is 1-shot: reweight has no --shots
+        cli.main([*args, "--shots", "2", "--out", str(out)])
 
 
 def test_compress_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
-    task = str(_user_task(tmp_path / "mytask"))
+    task = str(user_task(tmp_path / "mytask"))
     out = tmp_path / "o"
     assert (
         cli.main(["compress", "--task", task, "--n", "3", "--random-top", "2", "--out", str(out), "--quiet"])
@@ -320,10 +309,11 @@ def test_keep_freed_memory_is_accepted_and_harmless_to_repeat() -> None:
 
 
 @pytest.mark.parametrize("command", ["faithfulness", "flow", "discover"])
-def test_tool_commands_have_their_flags(command: str) -> None:
+def test_tool_commands_have_their_flags(command: str, tmp_path: Path) -> None:
     from anchorlens.cli.main import build_parser
 
-    extra = ["--prompt", "p.json"] if command == "flow" else []
+    (tmp_path / "p.json").write_text("{}")
+    extra = ["--prompt", str(tmp_path / "p.json")] if command == "flow" else []
     args = build_parser().parse_args([command, "--out", "x", *extra])
     assert args.command == command and args.out == "x" and callable(args.func)
     if command == "faithfulness":
@@ -344,7 +334,7 @@ def test_flow_and_discover_commands_end_to_end(
     flow = json.loads((tmp_path / "f" / "flow.json").read_text())
     assert {"good", "film"} <= set(flow["spans"]) and flow["n_layers"] == 2 and flow["isolation"]
     assert (tmp_path / "f" / "flow.png").is_file() and (tmp_path / "f" / "flow.html").is_file()
-    task = str(_user_task(tmp_path / "mytask"))
+    task = str(user_task(tmp_path / "mytask"))
     args = ["discover", "--task", task, "--n", "4", "--k", "1", "--out", str(tmp_path / "d"), "--quiet"]
     assert cli.main(args) == 0
     anchors = json.loads((tmp_path / "d" / "anchors.json").read_text())
@@ -353,3 +343,112 @@ def test_flow_and_discover_commands_end_to_end(
     bad.write_text(json.dumps({"text": "a b c", "spans": {"x": "zzz"}, "target": " d"}))
     assert cli.main(["flow", "--prompt", str(bad), "--out", str(tmp_path / "b")]) == 2
     assert "zzz" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# Each sub-command shows and accepts only its flags; bad flags are refused before the model does any work
+
+
+def _options(command: str) -> set[str]:
+    """The option strings the sub-command's parser accepts (``--help`` aside)."""
+    from anchorlens.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return {s for a in sub._actions for s in a.option_strings} - {"-h", "--help"}
+
+
+def test_each_sub_command_lists_only_the_flags_it_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["flow", "--help"])
+    assert "--task" not in capsys.readouterr().out
+    from anchorlens.cli.flags import FLAGS
+    from anchorlens.cli.tools import TOOLS
+    from anchorlens.experiments.registry import REGISTRY
+
+    flow = _options("flow")
+    assert {"--prompt", "--k", "--model", "--out", "--seed", "--batch-size"} <= flow
+    assert not flow & {"--task", "--shots", "--sampling", "--labels", "--n", "--test-order"}
+    for decl in [*REGISTRY.values(), *TOOLS]:
+        shown = _options(decl.command)
+        declared = {f for name in decl.flags for f in FLAGS[name].flags}
+        own = {f for o in decl.options for f in o.flags}
+        assert shown == declared | own, decl.command
+    assert "--shots" not in _options("reweight") and "--padding-side" not in _options("compress")
+
+
+class _Counted:
+    """A tiny model whose forward passes are counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.loads = 0
+        self.forwards = 0
+        monkeypatch.setattr("anchorlens.core.models.load_model", self.load)
+
+    def load(self, *a: object, **k: object) -> object:
+        self.loads += 1
+        model = al.tiny_model(n_layers=2)
+        forward = model.forward
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.forwards += 1
+            return forward(*args, **kwargs)
+
+        model.forward = counted  # type: ignore[method-assign]
+        return model
+
+
+@pytest.mark.parametrize(
+    ("argv", "loads"),
+    [
+        (["saliency", "--batch-size", "0"], 0),
+        (["predict", "--n", "0"], 0),
+        (["predict", "--shots", "-1"], 0),
+        (["isolation", "--k", "0"], 0),
+        (["isolation", "--k", "a,b"], 0),
+        (["reweight", "--epochs", "0"], 0),
+        (["compress", "--random-top", "0"], 0),
+        (["diagnose", "--components", "0"], 0),
+        (["faithfulness", "--steps", "0"], 0),
+        (["flow", "--prompt", "missing.json"], 0),
+        (["isolation", "--k", "99"], 1),  # beyond the model's 2 layers: known once it loads
+        (["diagnose", "--layer", "7"], 1),
+    ],
+)
+def test_bad_flags_are_refused_before_any_forward_pass(
+    argv: list[str],
+    loads: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    counted = _Counted(monkeypatch)
+    task = str(user_task(tmp_path / "mytask"))
+    monkeypatch.chdir(tmp_path)
+    extra = [] if argv[0] == "flow" else ["--task", task]
+    try:
+        rc = cli.main([*argv, *extra, "--out", str(tmp_path / "o"), "--quiet"])
+    except SystemExit as e:  # argparse: a usage error
+        rc = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert counted.loads == loads and counted.forwards == 0, argv
+    assert argv[1] in err or argv[2] in err, err
+
+
+def test_a_prompt_file_that_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["flow", "--prompt", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "no such file" in err and "missing.json" in err and "Traceback" not in err
+
+
+def test_a_hub_model_without_network_gets_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = str(user_task(tmp_path / "mytask"))
+    rc = cli.main(["predict", "--model", "gpt2", "--task", task, "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert "smollm2-135m" in err and "gpt2" in err, err

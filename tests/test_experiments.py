@@ -9,6 +9,7 @@ import anchorlens as al
 from anchorlens.cli.flags import FLAGS
 from anchorlens.core.layers import layer_thirds, rise
 from anchorlens.experiments.registry import EXPERIMENTS, REGISTRY, get
+from tests.helpers import user_task
 
 
 class Cfg:
@@ -251,7 +252,12 @@ def test_a_toy_experiment_is_one_declaration_and_one_registry_line(
     tmp = Path(str(tmp_path))
     monkeypatch.setitem(REGISTRY, "toy", _toy())  # the one registry line
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=2))
-    assert cli.main(["toy", "--n", "6", "--out", str(tmp / "one"), "--quiet"]) == 0
+    assert (
+        cli.main(
+            ["toy", "--task", str(user_task(tmp / "t1")), "--n", "4", "--out", str(tmp / "one"), "--quiet"]
+        )
+        == 0
+    )
     one = json.loads((tmp / "one" / "toy.json").read_text())
     printed = capsys.readouterr().out
     assert f"toy: {claim_line(one['claim'])}" in printed  # the CLI prints the JSON's claim

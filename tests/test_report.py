@@ -10,21 +10,7 @@ import anchorlens as al
 from anchorlens.cli import main as cli
 from anchorlens.experiments.registry import EXPERIMENTS
 from anchorlens.render.page import claim_line
-
-
-def _three_class_task(folder: Path) -> Path:
-    folder.mkdir()
-    words = [" World", " Sports", " Business"]
-    (folder / "task.json").write_text(
-        json.dumps({"template": "Article: {text}\nAnswer:{label}", "label_words": words})
-    )
-    texts = [["the world", "a market"], ["the game", "the team"], ["the stock", "a market"]]
-    rows = [(f"{t} {w}", y) for y, ts in enumerate(texts) for t in ts for w in ("is good", "was bad", "not")]
-    for split in ("train", "test"):
-        (folder / f"{split}.jsonl").write_text(
-            "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows)
-        )
-    return folder
+from tests.helpers import three_class_task
 
 
 def test_reproduce_writes_an_offline_report_and_resumes(
@@ -33,7 +19,7 @@ def test_reproduce_writes_an_offline_report_and_resumes(
     monkeypatch.setattr(
         "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
     )
-    task = str(_three_class_task(tmp_path / "news"))
+    task = str(three_class_task(tmp_path / "news"))
     out = tmp_path / "report"
     args = ["reproduce", "--tasks", task, "--n", "12", "--seeds", "1,2", "--k", "1", "--reweight-epochs", "1"]
     args += ["--random-top", "2", "--out", str(out), "--quiet"]
@@ -76,7 +62,7 @@ def test_reproduce_bad_input(tmp_path: Path) -> None:
 def test_reproduce_label_regimes_and_stratified_sampling(tmp_path: Path) -> None:
     from anchorlens.report.run import ReproduceConfig, reproduce_tasks, settings_key
 
-    task = str(_three_class_task(tmp_path / "news"))
+    task = str(three_class_task(tmp_path / "news"))
     cfg = ReproduceConfig(tasks=(task,), n=4, seeds=(1,), labels="flipped", sampling="stratified")
     tasks, warnings = reproduce_tasks(cfg, lambda: al.tiny_tokenizer())
     (flipped,) = tasks.values()
@@ -93,7 +79,7 @@ def test_reproduce_compares_label_regimes(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(
         "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
     )
-    task = str(_three_class_task(tmp_path / "news"))
+    task = str(three_class_task(tmp_path / "news"))
     out = tmp_path / "report"
     args = [
         "reproduce",
@@ -132,7 +118,7 @@ def test_reproduce_compares_label_regimes(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_crossover_layer() -> None:
-    from anchorlens.report.regimes import crossover
+    from anchorlens.experiments.saliency.summary import crossover
 
     assert crossover([0.9, 0.8, 0.2, 0.1], [0.1, 0.2, 0.8, 0.9]) == 2
     assert crossover([0.9, 0.1, 0.8, 0.2, 0.1], [0.1, 0.9, 0.2, 0.8, 0.9]) == 1

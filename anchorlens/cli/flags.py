@@ -36,106 +36,92 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "run": ("batch_size", "padding_side", "out", "quiet"),
 }
 
+
+def _text(flag: str, default: str | None, help: str) -> Option:
+    return opt(flag, default=default, help=help)
+
+
+def _choice(flag: str, choices: tuple[str, ...], help: str) -> Option:
+    """A flag with a fixed set of values, the first one the default."""
+    return opt(flag, choices=choices, default=choices[0], help=help)
+
+
+def _count(flag: str, default: int, help: str) -> Option:
+    """A positive integer flag, refused below 1 before any model loads."""
+    return opt(flag, type=positive(flag), default=default, help=f"{help} (default: %(default)s)")
+
+
+#: Every shared flag by its ``argparse`` destination.
 FLAGS: dict[str, Option] = {
-    "model": opt(
+    "model": _text(
         "--model",
-        default="smollm2-135m",
-        help="'smollm2-135m' (offline, bundled) or any TransformerLens model name, e.g. gpt2-xl "
-        "(default: %(default)s)",
+        "smollm2-135m",
+        "'smollm2-135m' (offline, bundled) or any TransformerLens model name, e.g. gpt2-xl (default: %(default)s)",
     ),
-    "task": opt(
+    "task": _text(
         "--task",
-        default="sst2",
-        help="sst2, trec, agnews, emoc, or a folder with task.json, train.jsonl, test.jsonl (default: %(default)s)",
+        "sst2",
+        "sst2, trec, agnews, emoc, or a folder with task.json, train.jsonl, test.jsonl (default: %(default)s)",
     ),
-    "data_dir": opt(
+    "data_dir": _text(
         "--data-dir",
-        default=None,
-        help="folder holding <task>/train.jsonl and test.jsonl (default: $ANCHORLENS_DATA, then ../shared/data)",
+        None,
+        "folder holding <task>/train.jsonl and test.jsonl (default: $ANCHORLENS_DATA, then ../shared/data)",
     ),
-    "device": opt("--device", default=None, help="cpu, cuda, ... (default: cuda if available, else cpu)"),
-    "backend": opt(
+    "device": _text("--device", None, "cpu, cuda, ... (default: cuda if available, else cpu)"),
+    "backend": _text(
         "--backend",
-        default=None,
-        help="TransformerLens front-end: 'hooked' (HookedTransformer, TL 3.x) or 'bridge' (TransformerBridge, "
+        None,
+        "TransformerLens front-end: 'hooked' (HookedTransformer, TL 3.x) or 'bridge' (TransformerBridge, "
         "TL 3.9 and 4.x) (default: hooked where TL 3.x is installed, else bridge)",
     ),
-    "dtype": opt(
-        "--dtype", default="float32", help="model dtype: float32, bfloat16, float16 (default: %(default)s)"
-    ),
-    "cache_dir": opt(
+    "dtype": _text("--dtype", "float32", "model dtype: float32, bfloat16, float16 (default: %(default)s)"),
+    "cache_dir": _text(
         "--cache-dir",
-        default=None,
-        help="cache of converted offline weights (default: $ANCHORLENS_CACHE or ~/.cache/anchorlens)",
+        None,
+        "cache of converted offline weights (default: $ANCHORLENS_CACHE or ~/.cache/anchorlens)",
     ),
-    "shots": opt(
-        "--shots", type=positive("--shots"), default=1, help="demonstrations per class (default: %(default)s)"
-    ),
-    "n": opt("--n", type=positive("--n"), default=100, help="number of test queries (default: %(default)s)"),
+    "shots": _count("--shots", 1, "demonstrations per class"),
+    "n": _count("--n", 100, "number of test queries"),
     "seed": opt(
-        "--seed",
-        type=int,
-        default=42,
-        help="seeds the demonstrations and the test sample (default: %(default)s)",
+        "--seed", type=int, default=42, help="seeds the demonstrations and the test sample (default: 42)"
     ),
-    "test_order": opt(
+    "test_order": _choice(
         "--test-order",
-        choices=("paper", "file"),
-        default="paper",
-        help="'paper': a seeded shuffle of the test split, as the paper; 'file': the first N in file order",
+        ("paper", "file"),
+        "'paper': a seeded shuffle of the test split, as the paper; 'file': the first N in file order",
     ),
-    "sampling": opt(
+    "sampling": _choice(
         "--sampling",
-        choices=("random", "stratified"),
-        default="random",
-        help="test queries: 'random' (the paper) or 'stratified' (as equal per class as the split allows)",
+        ("random", "stratified"),
+        "test queries: 'random' (the paper) or 'stratified' (as equal per class as the split allows)",
     ),
-    "labels": opt(
+    "labels": _choice(
         "--labels",
-        choices=("natural", "flipped", "unrelated"),
-        default="natural",
-        help="label words: the task's ('natural'), a fixed derangement of them ('flipped'), or single-token "
-        "words with no task meaning ('unrelated', chosen per tokenizer or given with --label-words)",
+        ("natural", "flipped", "unrelated"),
+        "label words: the task's ('natural'), a fixed derangement of them ('flipped'), or single-token words "
+        "with no task meaning ('unrelated', chosen per tokenizer or given with --label-words)",
     ),
-    "label_words": opt(
+    "label_words": _text(
         "--label-words",
-        default=None,
-        help="your own unrelated label words, comma-separated in class order (with --labels unrelated)",
+        None,
+        "your own unrelated label words, comma-separated in class order (with --labels unrelated)",
     ),
-    "on_overflow": opt(
+    "on_overflow": _choice(
         "--on-overflow",
-        choices=("error", "drop"),
-        default="error",
-        help="prompts longer than the model's context: stop with an error, or drop and count them",
+        ("error", "drop"),
+        "prompts longer than the model's context: stop with an error, or drop and count them",
     ),
-    "batch_size": opt(
-        "--batch-size",
-        type=positive("--batch-size"),
-        default=8,
-        help="prompts per forward pass (default: %(default)s)",
-    ),
-    "padding_side": opt(
-        "--padding-side", choices=("right", "left"), default="right", help="default: %(default)s"
-    ),
+    "batch_size": _count("--batch-size", 8, "prompts per forward pass"),
+    "padding_side": _choice("--padding-side", ("right", "left"), "default: %(default)s"),
     "k": K_OPTION,
     "random_top": RANDOM_TOP_OPTION,
-    "tasks": opt(
-        "--tasks", default="sst2,trec,agnews,emoc", help="comma-separated tasks (default: %(default)s)"
+    "tasks": _text("--tasks", "sst2,trec,agnews,emoc", "comma-separated tasks (default: %(default)s)"),
+    "seeds": _text(
+        "--seeds", "42", "comma-separated seeds (default: %(default)s; the paper: 42,43,44,45,46)"
     ),
-    "seeds": opt(
-        "--seeds",
-        default="42",
-        help="comma-separated seeds (default: %(default)s; the paper: 42,43,44,45,46)",
-    ),
-    "experiments": opt(
-        "--experiments", default=",".join(EXPERIMENTS), help="comma-separated subset (default: all)"
-    ),
-    "reweight_epochs": opt(
-        "--reweight-epochs",
-        type=positive("--reweight-epochs"),
-        default=10,
-        help="default: %(default)s (the paper)",
-    ),
+    "experiments": _text("--experiments", ",".join(EXPERIMENTS), "comma-separated subset (default: all)"),
+    "reweight_epochs": _count("--reweight-epochs", 10, "re-weighting epochs (the paper: 10)"),
     "out": opt("--out", required=True, help="output folder (created if missing)"),
     "quiet": opt("--quiet", action="store_true", help="no progress bars"),
 }

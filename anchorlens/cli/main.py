@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 # Running a sub-command
 
 
+def flag(args: argparse.Namespace, name: str) -> Any:
+    """A shared flag's value, or its default where the sub-command does not offer it."""
+    return getattr(args, name, FLAGS[name].kwargs.get("default"))
+
+
 def load_model_for(
     args: argparse.Namespace, check: Callable[[argparse.Namespace, Model], None] | None = None
 ) -> Model:
@@ -157,14 +162,14 @@ def _load(
     """The task (first: a data problem should not wait for a model load; None without ``--task``), the
     model and the warnings about the flags (``--n`` larger than the test split), already printed on
     stderr."""
-    from anchorlens.core.prompts import class_balance_warning, sample_test
+    from anchorlens.core.sampling import class_balance_warning, sample_test
     from anchorlens.core.tasks import load_task, relabel
 
     task, warnings = None, []
     if hasattr(args, "task"):
-        task = load_task(args.task, args.data_dir)
-        shuffle = getattr(args, "test_order", "paper") == "paper"
-        sampling = getattr(args, "sampling", "random")
+        task = load_task(args.task, flag(args, "data_dir"))
+        shuffle = flag(args, "test_order") == "paper"
+        sampling = flag(args, "sampling")
         queries = sample_test(task, args.n, args.seed, shuffle=shuffle, sampling=sampling)
         warnings = [
             *size_warnings({task.name: task}, args.n),
@@ -173,7 +178,7 @@ def _load(
     for line in warnings:
         print(f"anchorlens: warning: {line}", file=sys.stderr)
     model = load_model_for(args, check)
-    labels, words = getattr(args, "labels", "natural"), getattr(args, "label_words", None)
+    labels, words = flag(args, "labels"), flag(args, "label_words")
     if task is not None and (labels != "natural" or words):
         task = relabel(task, labels, tokenizer=model.tokenizer, words=_csv(words) if words else None)
     return model, task, warnings
@@ -187,12 +192,12 @@ def _prompts(args: argparse.Namespace, model: Model, task: Any, resample: bool =
         model,
         task,
         n=args.n,
-        shots=args.shots,
+        shots=flag(args, "shots"),
         seed=args.seed,
         resample=resample,
-        on_overflow=args.on_overflow,
-        shuffle_test=args.test_order == "paper",
-        sampling=args.sampling,
+        on_overflow=flag(args, "on_overflow"),
+        shuffle_test=flag(args, "test_order") == "paper",
+        sampling=flag(args, "sampling"),
     )
 
 
@@ -205,9 +210,9 @@ def _meta(args: argparse.Namespace, task: Any, prompts: Any, seconds: float) -> 
         "n_requested": args.n,
         "n_dropped": prompts.n_dropped,
         "seed": args.seed,
-        "shots": args.shots,
-        "test_order": args.test_order,
-        "sampling": args.sampling,
+        "shots": flag(args, "shots"),
+        "test_order": flag(args, "test_order"),
+        "sampling": flag(args, "sampling"),
         "labels": task.label_regime,
         "label_words": list(task.label_words),
         "seconds": round(seconds, 3),

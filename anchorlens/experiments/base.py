@@ -45,6 +45,7 @@ class Settings(Protocol):
     sampling: str
 
 
+@runtime_checkable
 class Summary(Protocol):
     """An experiment's numbers over tasks and seeds (a frozen dataclass): what ``results.json`` holds."""
 

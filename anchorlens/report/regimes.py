@@ -20,16 +20,18 @@ when their meaning no longer gives the answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from anchorlens.core.layers import third_means
 from anchorlens.core.tasks import LABEL_REGIMES
 from anchorlens.errors import AnchorlensError
+from anchorlens.experiments.base import Summary
+from anchorlens.experiments.deep.summary import DeepSummary
+from anchorlens.experiments.isolation.summary import IsolationSummary
+from anchorlens.experiments.reweighting.summary import ReweightingSummary
+from anchorlens.experiments.saliency.summary import SaliencySummary
 
 #: The comparison's columns: key, heading, format.
 COLUMNS = (
@@ -53,46 +55,36 @@ def parse_regimes(text: str) -> str:
     return ",".join(regimes)
 
 
-def crossover(wp: Sequence[float], pq: Sequence[float]) -> int | None:
-    """The layer where a step from S_wp-dominant (before) to S_pq-dominant (from there on) fits best: the
-    fewest layers on the wrong side, the earliest such layer on ties; None when S_pq dominates nowhere."""
-    above = np.asarray(pq, dtype=float) > np.asarray(wp, dtype=float)
-    if not above.any():
-        return None
-    wrong = [int(above[:layer].sum() + (~above[layer:]).sum()) for layer in range(len(above))]
-    return int(np.argmin(wrong))
-
-
-def regime_rows(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per task, the comparison's numbers from one reproduction's ``results.json`` (None: not run)."""
+def regime_rows(results: dict[str, Any], summaries: dict[str, Summary]) -> dict[str, dict[str, Any]]:
+    """Per task, the comparison's numbers from one reproduction's typed summaries (None: not run)."""
+    sal, iso, deep, rw = (summaries.get(name) for name in ("saliency", "isolation", "deep", "reweighting"))
     rows: dict[str, dict[str, Any]] = {}
     for task in results["tasks"]:
         words = results.get("label_words", {}).get(task, [])
-        row: dict[str, Any] = {"label_words": ", ".join(w.strip() for w in words)}
-        sal = results.get("saliency", {}).get("per_task", {}).get(task)
-        row["crossover"] = crossover(sal["S_wp_norm"], sal["S_pq_norm"]) if sal else None
-        iso = results.get("isolation", {}).get("per_task", {}).get(task)
-        row["isolation_effect"] = (
-            iso["random/first"]["label_loyalty"] - iso["label/first"]["label_loyalty"] if iso else None
-        )
-        auc = results.get("deep", {}).get("per_task", {}).get(task, {}).get("aucroc")
-        row["deep_aucroc"] = third_means(auc)[2] if auc and None not in auc else None
-        rw = results.get("reweighting", {}).get("per_task", {}).get(task)
-        row["accuracy"] = rw["vanilla_1shot"]["mean"] if rw else None
-        row["reweighting_gain"] = rw["reweighting"]["mean"] - rw["vanilla_1shot"]["mean"] if rw else None
-        rows[task] = row
+        rows[task] = {
+            "label_words": ", ".join(w.strip() for w in words),
+            "crossover": sal.crossover(task) if isinstance(sal, SaliencySummary) else None,
+            "isolation_effect": iso.effect(task) if isinstance(iso, IsolationSummary) else None,
+            "deep_aucroc": deep.deep_third(task) if isinstance(deep, DeepSummary) else None,
+            "accuracy": rw.accuracy(task) if isinstance(rw, ReweightingSummary) else None,
+            "reweighting_gain": rw.gain(task) if isinstance(rw, ReweightingSummary) else None,
+        }
     return rows
 
 
-def regime_summary(results: dict[str, Any]) -> dict[str, Any]:
+def regime_summary(results: dict[str, Any], summaries: dict[str, Summary]) -> dict[str, Any]:
     """One regime's entry of ``results.json["regimes"]``: per task its rows, and its claims' verdicts."""
     claims = {k: {"verdict": c["verdict"], "ci": c["ci"]} for k, c in results.get("claims", {}).items()}
-    return {"per_task": regime_rows(results), "claims": claims}
+    return {"per_task": regime_rows(results, summaries), "claims": claims}
 
 
-def reproduce_regimes(cfg: Any, progress: bool, reproduce: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """``reproduce`` once per regime of ``cfg.labels`` (comma-separated); the first regime's results, with
-    ``"regimes"``: every regime's :func:`regime_summary`. Your own ``label_words`` go to ``unrelated``."""
+RunOne = Callable[..., tuple[dict[str, Any], dict[str, Summary]]]
+
+
+def reproduce_regimes(cfg: Any, progress: bool, run_one: RunOne) -> dict[str, Any]:
+    """``run_one`` (one regime's reproduction) once per regime of ``cfg.labels`` (comma-separated); the
+    first regime's results, with ``"regimes"``: every regime's :func:`regime_summary`. Your own
+    ``label_words`` go to ``unrelated``."""
     first, *others = cfg.labels.split(",")
     compared: dict[str, Any] = {}
     for regime in others:
@@ -102,9 +94,9 @@ def reproduce_regimes(cfg: Any, progress: bool, reproduce: Callable[..., dict[st
             label_words=cfg.label_words if regime == "unrelated" else (),
             out=str(Path(cfg.out) / "regimes" / regime),
         )
-        compared[regime] = regime_summary(reproduce(sub, progress))
+        compared[regime] = regime_summary(*run_one(sub, progress))
     main = replace(cfg, labels=first, label_words=cfg.label_words if first == "unrelated" else ())
-    return dict(reproduce(main, progress, regimes=compared))
+    return run_one(main, progress, regimes=compared)[0]
 
 
 def regime_section(results: dict[str, Any], fmt: str) -> list[tuple[str, str]]:

@@ -102,7 +102,7 @@ def size_warnings(tasks: dict[str, Any], n: int) -> list[str]:
 def reproduce_tasks(cfg: ReproduceConfig, tokenizer: Callable[[], Any]) -> tuple[dict[str, Any], list[str]]:
     """``reproduce``'s tasks, in the label regime asked for (``tokenizer()`` is called only for unrelated
     words), and the warnings about them: too few test examples, a class with fewer than 3 queries."""
-    from anchorlens.core.prompts import class_balance_warning, sample_test
+    from anchorlens.core.sampling import class_balance_warning, sample_test
     from anchorlens.core.tasks import load_task, relabel
 
     tasks = {name: load_task(name, cfg.data_dir) for name in cfg.tasks}
@@ -176,10 +176,10 @@ def aggregate(
     return res, summaries
 
 
-def reproduce(cfg: ReproduceConfig, progress: bool = True, regimes: dict[str, Any] | None = None) -> dict:
+def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or load from the cache) every experiment; write ``report.html``, ``report.md`` and ``results.json``
     in ``cfg.out``; return the results. Several label regimes (``labels="natural,flipped"``) are compared
-    in the first one's report (``regimes``: the others' summaries, from :mod:`anchorlens.report.regimes`)."""
+    in the first one's report (:mod:`anchorlens.report.regimes`)."""
     bad = [e for e in cfg.experiments if e not in REGISTRY]
     if bad:
         raise AnchorlensError(f"Unknown experiment(s) {bad}; choose from {', '.join(REGISTRY)}.")
@@ -187,7 +187,15 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True, regimes: dict[str, An
 
     cfg = replace(cfg, backend=check_backend(cfg.backend))  # results.json and the pages say which
     if "," in cfg.labels:
-        return reproduce_regimes(cfg, progress, reproduce)
+        return reproduce_regimes(cfg, progress, reproduce_one)
+    return reproduce_one(cfg, progress)[0]
+
+
+def reproduce_one(
+    cfg: ReproduceConfig, progress: bool, regimes: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Summary]]:
+    """:func:`reproduce` for one label regime: the results and the typed summaries (``regimes``: the other
+    regimes' rows, compared in this report)."""
     out = Path(cfg.out)
     model = _Models(cfg)
     tasks, warnings = reproduce_tasks(cfg, lambda: model().tokenizer)
@@ -203,7 +211,7 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True, regimes: dict[str, An
     if warnings:
         results["warnings"] = warnings
     if regimes is not None:
-        results["regimes"] = {cfg.labels: regime_summary(results), **regimes}
+        results["regimes"] = {cfg.labels: regime_summary(results, summaries), **regimes}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     figures = draw_figures(summaries, out / "figures", named)
@@ -215,4 +223,4 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True, regimes: dict[str, An
     (out / "report.md").write_text(render_markdown(results, summaries, named), encoding="utf-8")
     page = render_html(results, summaries, named, figures, flow["html"])
     (out / "report.html").write_text(page, encoding="utf-8")
-    return results
+    return results, summaries

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from anchorlens.core.layers import rise
+from anchorlens.core.layers import rise, third_means
 from anchorlens.experiments.base import Runs, Settings, mean_defined, per_task, typed
 from anchorlens.stats.claims import Bands
 
@@ -43,6 +43,11 @@ class DeepSummary:
                 out |= {f"aucroc{suffix}": avg.aucroc, f"R{suffix}": avg.R}
                 out |= {f"rise{suffix}": avg.rise, f"tasks{suffix}": avg.tasks}
         return {**out, "bands": self.bands}
+
+    def deep_third(self, task: str) -> float | None:
+        """The deep-third mean of ``task``'s AUCROC_l against the predictions (None where undefined)."""
+        curve = self.per_task.get(task, {}).get("aucroc")
+        return third_means(curve)[2] if curve and None not in curve else None  # type: ignore[arg-type]
 
 
 def _averaged(curves: dict[str, Curve]) -> Averaged | None:

@@ -43,6 +43,12 @@ class IsolationSummary:
             "bands": self.bands,
         }
 
+    def effect(self, task: str) -> float | None:
+        """Label loyalty with random words isolated in the first k layers minus that with label words
+        isolated there (positive: cutting the label words changes more predictions)."""
+        rows = self.per_task.get(task)
+        return rows["random/first"]["label_loyalty"] - rows["label/first"]["label_loyalty"] if rows else None
+
 
 def summarize(runs: Runs, s: Settings) -> IsolationSummary:
     """Loyalties and accuracy per setting, averaged over tasks and seeds, and per task."""

@@ -23,6 +23,16 @@ class ReweightingSummary:
     def to_json(self) -> dict[str, Any]:
         return {"per_task": self.per_task, "average": self.average}
 
+    def accuracy(self, task: str) -> float | None:
+        """Vanilla 1-shot accuracy on ``task`` (mean over seeds)."""
+        row = self.per_task.get(task)
+        return row["vanilla_1shot"]["mean"] if row else None
+
+    def gain(self, task: str) -> float | None:
+        """Re-weighted minus vanilla 1-shot accuracy on ``task`` (means over seeds)."""
+        row = self.per_task.get(task)
+        return row["reweighting"]["mean"] - row["vanilla_1shot"]["mean"] if row else None
+
 
 def summarize(runs: Runs, s: Settings) -> ReweightingSummary:
     """Accuracies per task (mean and std over seeds) and their average over tasks."""

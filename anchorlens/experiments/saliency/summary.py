@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,21 @@ class SaliencySummary:
 
     def to_json(self) -> dict[str, Any]:
         return {"per_task": {t: v.to_json() for t, v in self.per_task.items()}, "bands": self.bands}
+
+    def crossover(self, task: str) -> int | None:
+        """The layer where ``task``'s flows switch from S_wp- to S_pq-dominant (:func:`crossover`)."""
+        flows = self.per_task.get(task)
+        return crossover(flows.S_wp_norm, flows.S_pq_norm) if flows else None
+
+
+def crossover(wp: Sequence[float], pq: Sequence[float]) -> int | None:
+    """The layer where a step from S_wp-dominant (before) to S_pq-dominant (from there on) fits best: the
+    fewest layers on the wrong side, the earliest such layer on ties; None when S_pq dominates nowhere."""
+    above = np.asarray(pq, dtype=float) > np.asarray(wp, dtype=float)
+    if not above.any():
+        return None
+    wrong = [int(above[:layer].sum() + (~above[layer:]).sum()) for layer in range(len(above))]
+    return int(np.argmin(wrong))
 
 
 def summarize(runs: Runs, s: Settings) -> SaliencySummary:
