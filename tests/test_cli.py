@@ -369,11 +369,11 @@ def test_each_sub_command_lists_only_the_flags_it_reads(capsys: pytest.CaptureFi
     flow = _options("flow")
     assert {"--prompt", "--k", "--model", "--out", "--seed", "--batch-size"} <= flow
     assert not flow & {"--task", "--shots", "--sampling", "--labels", "--n", "--test-order"}
-    for decl in [*REGISTRY.values(), *TOOLS]:
-        shown = _options(decl.command)
+    for decl in [*(e.command for e in REGISTRY.values()), *TOOLS]:
+        shown = _options(decl.name)
         declared = {f for name in decl.flags for f in FLAGS[name].flags}
         own = {f for o in decl.options for f in o.flags}
-        assert shown == declared | own, decl.command
+        assert shown == declared | own, decl.name
     assert "--shots" not in _options("reweight") and "--padding-side" not in _options("compress")
 
 

@@ -49,7 +49,7 @@ def test_help_lists_every_command_without_torch() -> None:
         "print('torch' in sys.modules, 'transformer_lens' in sys.modules)"
     )
     text = out.stdout
-    for command in ["predict", "reproduce", *(e.command for e in REGISTRY.values())]:
+    for command in ["predict", "reproduce", *(e.command.name for e in REGISTRY.values())]:
         assert command in text
     assert "Figure 3" in text and "Table 1" in text  # each experiment's one-line help
     assert text.strip().endswith("False False")
@@ -72,7 +72,7 @@ def test_lazy_package_keeps_every_public_name() -> None:
 
 def test_registry_order_names_and_commands() -> None:
     assert tuple(REGISTRY) == EXPERIMENTS
-    assert [e.command for e in REGISTRY.values()] == [
+    assert [e.command.name for e in REGISTRY.values()] == [
         "saliency",
         "isolation",
         "deep",
@@ -82,12 +82,12 @@ def test_registry_order_names_and_commands() -> None:
     ]
     assert get("reweight") is REGISTRY["reweighting"] and get("reweighting") is REGISTRY["reweighting"]
     definitions: dict[str, set[int]] = {}
-    for option in [*FLAGS.values(), *(o for e in REGISTRY.values() for o in e.options)]:
+    for option in [*FLAGS.values(), *(o for e in REGISTRY.values() for o in e.command.options)]:
         for flag in option.flags:
             definitions.setdefault(flag, set()).add(id(option))
     assert all(len(ids) == 1 for ids in definitions.values())  # one definition per flag
-    assert REGISTRY["isolation"].options[0] is FLAGS["k"]  # shared with reproduce
-    assert REGISTRY["compression"].options[0] is FLAGS["random_top"]
+    assert REGISTRY["isolation"].command.options[0] is FLAGS["k"]  # shared with reproduce
+    assert REGISTRY["compression"].command.options[0] is FLAGS["random_top"]
 
 
 def test_result_types_resolve() -> None:
@@ -189,7 +189,14 @@ def _toy() -> object:
 
     import numpy as np
 
-    from anchorlens.experiments.base import CliRun, Experiment, per_task, reproduce_prompts
+    from anchorlens.experiments.base import (
+        CliRun,
+        Experiment,
+        Section,
+        SubCommand,
+        per_task,
+        reproduce_prompts,
+    )
     from anchorlens.render.tables import table
     from anchorlens.stats.bootstrap import bootstrap
     from anchorlens.stats.claims import decide, runs_of, stack_rows
@@ -223,20 +230,24 @@ def _toy() -> object:
 
     return Experiment(
         name="toy",
-        command="toy",
-        section="Toy: plain accuracy",
-        paper="Nothing: a toy.",
-        help="a toy experiment",
-        description="Plain ICL accuracy.",
         result=result,
-        output="toy.json",
         run=run,
         summarize=summarize,
         claim=claim,
-        table=lambda s, cfg, fmt: table(["task", "accuracy"], sorted(s.accuracy.items()), fmt),
-        cli_run=cli_run,
-        cli_lines=lambda ctx, r: [f"toy accuracy {r.accuracy:.2f}"],
-        flags=("model", "task", "shots", "n", "seed", "batch_size", "out", "quiet"),
+        section=Section(
+            "Toy: plain accuracy",
+            "Nothing: a toy.",
+            table=lambda s, cfg, fmt: table(["task", "accuracy"], sorted(s.accuracy.items()), fmt),
+        ),
+        command=SubCommand(
+            "toy",
+            help="a toy experiment",
+            description="Plain ICL accuracy.",
+            output="toy.json",
+            run=cli_run,
+            lines=lambda ctx, r: [f"toy accuracy {r.accuracy:.2f}"],
+            flags=("model", "task", "shots", "n", "seed", "batch_size", "out", "quiet"),
+        ),
     )
 
 

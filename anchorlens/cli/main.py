@@ -118,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
     for exp in REGISTRY.values():
-        batch_size = exp.defaults.get("batch_size", 8)
-        p = _add(sub, exp.command, exp.help, exp.description, exp.flags, exp.options, batch_size)
+        c = exp.command
+        p = _add(sub, c.name, c.help, c.description, c.flags, c.options, c.batch_size)
         p.set_defaults(func=functools.partial(cmd_experiment, exp))
     for tool in TOOLS:  # beyond the paper's claims
-        p = _add(sub, tool.command, tool.help, tool.description, tool.flags, tool.options, 4)
+        p = _add(sub, tool.name, tool.help, tool.description, tool.flags, tool.options, 4)
         p.set_defaults(func=functools.partial(cmd_tool, tool))
     _add_reproduce(sub)
     return parser
@@ -257,17 +257,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(exp: Experiment, args: argparse.Namespace) -> int:
-    """One experiment: its JSON (``exp.output``, with its claim), its pictures and a few printed lines,
-    the claim's verdict last (the same line ``reproduce`` and the report print)."""
-    model, task, warnings = _load(args, exp.check)
+    """One experiment: its JSON (``output``, with its claim), its pictures and a few printed lines, the
+    claim's verdict last (the same line ``reproduce`` and the report print)."""
+    command = exp.command
+    model, task, warnings = _load(args, command.check)
     prompts = None
-    if exp.prompts != "none":
-        resample = exp.prompts == "resample" and args.demos == "resample"
+    if command.prompts != "none":
+        resample = command.prompts == "resample" and args.demos == "resample"
         prompts = _prompts(args, model, task, resample=resample)
     ctx = CliRun(args, model, task, prompts)
-    result, seconds = _timed(lambda: exp.cli_run(ctx))
+    result, seconds = _timed(lambda: command.run(ctx))
     claim = exp.claim({(task.name, args.seed): result}).to_json()
-    recorded = {name: getattr(args, name) for name in exp.recorded}
+    recorded = {name: getattr(args, name) for name in command.recorded}
     if prompts is None:  # the result says which queries it used
         extra = {"model": args.model, "backend": args.backend, "test_order": "paper", "n_requested": args.n}
         payload = {**result.to_json(), **extra, "warnings": warnings}
@@ -278,10 +279,10 @@ def cmd_experiment(exp: Experiment, args: argparse.Namespace) -> int:
             **recorded,
             **result.to_json(),
         }
-    path = _write(args.out, exp.output, {**payload, "claim": claim})
-    if exp.cli_files is not None:
-        exp.cli_files(ctx, result)
-    for line in exp.cli_lines(ctx, result):
+    path = _write(args.out, command.output, {**payload, "claim": claim})
+    if command.files is not None:
+        command.files(ctx, result)
+    for line in command.lines(ctx, result):
         print(line)
     print(f"  {exp.name}: {claim_line(claim)}")
     print(f"  ({seconds:.1f} s) -> {path}")
@@ -292,7 +293,7 @@ def cmd_tool(tool: Command, args: argparse.Namespace) -> int:
     """A sub-command beyond the paper's claims (:mod:`anchorlens.cli.tools`); it writes its own files."""
     model, task, _ = _load(args)
     _, seconds = _timed(lambda: tool.run(args, model, task))
-    print(f"{tool.command}: done in {seconds:.1f} s -> {args.out}")
+    print(f"{tool.name}: done in {seconds:.1f} s -> {args.out}")
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -105,59 +105,85 @@ PROMPT_FLAGS = ("shots", "n", "seed", "test_order", "sampling", "labels", "label
 RUN_FLAGS = ("batch_size", "out", "quiet")
 
 
+#: Every shared flag but reproduce's: what an experiment's sub-command reads unless it says otherwise.
+ALL_FLAGS = (*MODEL_FLAGS, *PROMPT_FLAGS, *RUN_FLAGS, "padding_side")
+
+
 @dataclass(frozen=True)
-class Experiment:
-    """One experiment, declared once.
+class Section:
+    """An experiment's section of the report.
 
     Attributes:
-        name: Its name in ``reproduce --experiments``, the cache and ``results.json``.
-        command: Its CLI sub-command.
-        section: The report's section title (the paper's figure or table and section).
-        paper: What the paper reports (the report's "Paper:" line).
-        help, description: The sub-command's one-line help and its ``--help`` text.
-        result: The result class, imported when called (it imports torch); has ``from_json``.
-        output: The JSON file its sub-command writes in ``--out``.
-        run: ``(model, task, seed, settings) -> result``: one task and seed of ``reproduce``.
-        summarize: ``(runs, settings) -> Summary``: the numbers over tasks and seeds (no verdict).
-        claim: ``runs -> Claim``: the statistic, its seeded bootstrap interval and the one verdict.
-        table: ``(summary, settings, fmt) -> str``: the report's tables, ``fmt`` "md" or "html".
-        figures: ``(summary, folder, settings) -> {name: PNG file name}``: the report's figures.
-        cli_run: ``CliRun -> result``: the sub-command's computation.
-        cli_lines: ``(CliRun, result) -> lines``: what the sub-command prints besides the claim.
-        cli_files: ``(CliRun, result) -> None``: its pictures and files besides the JSON.
-        flags: The shared flags its sub-command shows and reads.
+        title: The section's title (the paper's figure or table and section).
+        paper: What the paper reports (the "Paper:" line).
+        table: ``(summary, settings, fmt) -> str``: the tables, ``fmt`` "md" or "html".
+        figures: ``(summary, folder, settings) -> {name: PNG file name}``: the figures.
+    """
+
+    title: str
+    paper: str
+    table: Callable[[Any, Settings, str], str]
+    figures: Callable[[Any, Path, Settings], dict[str, str]] | None = None
+
+
+@dataclass(frozen=True)
+class SubCommand:
+    """An experiment as its own sub-command, e.g. ``anchorlens saliency``.
+
+    Attributes:
+        name: The sub-command.
+        help, description: Its one-line help and its ``--help`` text.
+        output: The JSON file it writes in ``--out`` (the result, the run's settings and the claim).
+        run: ``CliRun -> result``: its computation.
+        lines: ``(CliRun, result) -> lines``: what it prints besides the claim.
+        files: ``(CliRun, result) -> None``: its pictures and files besides the JSON.
+        flags: The shared flags it shows and reads.
         options: Its own flags.
-        defaults: Other defaults of shared flags (saliency: ``batch_size=4``).
+        batch_size: The default of ``--batch-size``.
         prompts: ``"fixed"`` (one demonstration set per seed), ``"resample"`` (when ``--demos resample``)
             or ``"none"`` (it builds its own).
-        recorded: Flags copied into the sub-command's JSON.
-        min_classes: Tasks with fewer classes are skipped by ``reproduce``.
-        check: ``(args, model) -> None``: checks flags against the model before any forward pass.
+        recorded: Flags copied into its JSON.
+        check: ``(args, model) -> None``: refuses flags that do not fit the model, before any forward pass.
     """
 
     name: str
-    command: str
-    section: str
-    paper: str
     help: str
     description: str
-    result: Callable[[], Any]
     output: str
+    run: Callable[[CliRun], Any]
+    lines: Callable[[CliRun, Any], list[str]]
+    files: Callable[[CliRun, Any], None] | None = None
+    flags: tuple[str, ...] = ALL_FLAGS
+    options: tuple[Option, ...] = ()
+    batch_size: int = 8
+    prompts: Literal["fixed", "resample", "none"] = "fixed"
+    recorded: tuple[str, ...] = ()
+    check: Callable[[argparse.Namespace, Model], None] | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of the paper, declared once.
+
+    Attributes:
+        name: Its name in ``reproduce --experiments``, the cache and ``results.json``.
+        result: The result class, imported when called (it imports torch); has ``from_json``.
+        run: ``(model, task, seed, settings) -> result``: one task and seed of ``reproduce``.
+        summarize: ``(runs, settings) -> Summary``: the numbers over tasks and seeds (no verdict).
+        claim: ``runs -> Claim``: the statistic, its seeded bootstrap interval and the one verdict.
+        section: Its section of the report.
+        command: Its sub-command.
+        min_classes: Tasks with fewer classes are skipped by ``reproduce``.
+    """
+
+    name: str
+    result: Callable[[], Any]
     run: Callable[[Model, Any, int, Settings], Any]
     summarize: Callable[[Runs, Settings], Summary]
     claim: Callable[[Runs], Claim]
-    table: Callable[[Any, Settings, str], str]
-    cli_run: Callable[[CliRun], Any]
-    cli_lines: Callable[[CliRun, Any], list[str]]
-    figures: Callable[[Any, Path, Settings], dict[str, str]] | None = None
-    cli_files: Callable[[CliRun, Any], None] | None = None
-    flags: tuple[str, ...] = (*MODEL_FLAGS, *PROMPT_FLAGS, *RUN_FLAGS, "padding_side")
-    options: tuple[Option, ...] = ()
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    prompts: Literal["fixed", "resample", "none"] = "fixed"
-    recorded: tuple[str, ...] = ()
+    section: Section
+    command: SubCommand
     min_classes: int = 2
-    check: Callable[[argparse.Namespace, Model], None] | None = None
 
     def from_json(self, data: dict[str, Any]) -> Any:
         """A typed result from its ``to_json()`` dict."""
@@ -276,7 +302,7 @@ class Command:
     ``run(args, model, task) -> JSON payload`` (it writes its own files; ``task`` is None without
     ``--task``)."""
 
-    command: str
+    name: str
     help: str
     description: str
     run: Callable[[argparse.Namespace, Model, Any], dict[str, Any]]

@@ -28,6 +28,6 @@ EXPERIMENTS = tuple(REGISTRY)
 def get(name: str) -> Experiment:
     """The experiment called ``name`` (or whose sub-command is ``name``)."""
     for e in REGISTRY.values():
-        if name in (e.name, e.command):
+        if name in (e.name, e.command.name):
             return e
     raise AnchorlensError(f"Unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}.")

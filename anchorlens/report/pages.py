@@ -17,7 +17,7 @@ def draw_figures(summaries: dict[str, Summary], folder: Path, cfg: Settings) -> 
     """The paper's figures as PNG files in ``folder``: ``{experiment: {name: file name}}``."""
     folder.mkdir(parents=True, exist_ok=True)
     return {
-        e.name: e.figures(summaries[e.name], folder, cfg) if e.figures else {}
+        e.name: e.section.figures(summaries[e.name], folder, cfg) if e.section.figures else {}
         for e in REGISTRY.values()
         if e.name in summaries
     }
@@ -25,7 +25,9 @@ def draw_figures(summaries: dict[str, Summary], folder: Path, cfg: Settings) -> 
 
 def _sections(summaries: dict[str, Summary], cfg: Settings, fmt: str) -> list[tuple[Experiment, str]]:
     """Each summarised experiment with its tables as ``fmt`` ("md" or "html")."""
-    return [(e, e.table(summaries[e.name], cfg, fmt)) for e in REGISTRY.values() if e.name in summaries]
+    return [
+        (e, e.section.table(summaries[e.name], cfg, fmt)) for e in REGISTRY.values() if e.name in summaries
+    ]
 
 
 def _settings_line(cfg: Any, trained: str) -> str:
@@ -53,11 +55,11 @@ def render_markdown(results: dict[str, Any], summaries: dict[str, Summary], cfg:
     claims = results.get("claims", {})
     for exp, body in _sections(summaries, cfg, "md"):
         lines += [
-            f"## {exp.section}",
+            f"## {exp.section.title}",
             "",
             f"**Verdict:** {claim_line(claims.get(exp.name))}",
             "",
-            f"Paper: {exp.paper}",
+            f"Paper: {exp.section.paper}",
             "",
             body,
         ]
@@ -99,9 +101,9 @@ def render_html(
     for exp, body in _sections(summaries, cfg, "html"):
         claim = claims.get(exp.name)
         parts += [
-            f"<h2>{html.escape(exp.section)}</h2>",
+            f"<h2>{html.escape(exp.section.title)}</h2>",
             f"<p class='verdict {verdict_class(claim)}'><b>Verdict:</b> {html.escape(claim_line(claim))}</p>",
-            f"<p class='paper'>Paper: {html.escape(exp.paper)}</p>",
+            f"<p class='paper'>Paper: {html.escape(exp.section.paper)}</p>",
             body,
         ]
         if figs := figures.get(exp.name):

@@ -10,7 +10,9 @@ from anchorlens.experiments.base import (
     RUN_FLAGS,
     CliRun,
     Experiment,
+    Section,
     Settings,
+    SubCommand,
     opt,
     positive,
     reproduce_prompts,
@@ -64,31 +66,35 @@ RANDOM_TOP_OPTION = opt(
 
 COMPRESSION = Experiment(
     name="compression",
-    command="compress",
-    section="Tables 2 and 3: anchor-only compression (section 3.2)",
-    paper="Averages over the four tasks (paper: GPT2-XL and GPT-J).",
-    help="anchor-only context compression vs baselines, and its speed-up (paper 3.2, Tables 2 and 3)",
-    description="Keep only the key/values of the demonstrations' label words and formatting tokens "
-    "(Hidden_anchor) and compare with Text_anchor, Hidden_random and Hidden_random-top against the full "
-    "prompt; time the full and the compressed loops. Writes OUT/compression.json.",
     result=_result,
-    output="compression.json",
     run=_run,
     summarize=summarize,
     claim=compression_claim,
-    table=compression_table,
-    cli_run=_cli,
-    cli_lines=_lines,
-    flags=(*MODEL_FLAGS, *PROMPT_FLAGS, *RUN_FLAGS),
-    options=(
-        RANDOM_TOP_OPTION,
-        opt(
-            "--positions",
-            choices=("original", "compacted", "restart"),
-            default="original",
-            help="where the query and the kept keys sit: as in the full prompt (default), renumbered, or "
-            "the query restarting at 0 (the original GPT-2 code; absolute positions only)",
+    section=Section(
+        title="Tables 2 and 3: anchor-only compression (section 3.2)",
+        paper="Averages over the four tasks (paper: GPT2-XL and GPT-J).",
+        table=compression_table,
+    ),
+    command=SubCommand(
+        "compress",
+        help="anchor-only context compression vs baselines, and its speed-up (paper 3.2, Tables 2 and 3)",
+        description="Keep only the key/values of the demonstrations' label words and formatting tokens "
+        "(Hidden_anchor) and compare with Text_anchor, Hidden_random and Hidden_random-top against the full "
+        "prompt; time the full and the compressed loops. Writes OUT/compression.json.",
+        output="compression.json",
+        run=_cli,
+        lines=_lines,
+        flags=(*MODEL_FLAGS, *PROMPT_FLAGS, *RUN_FLAGS),
+        options=(
+            RANDOM_TOP_OPTION,
+            opt(
+                "--positions",
+                choices=("original", "compacted", "restart"),
+                default="original",
+                help="where the query and the kept keys sit: as in the full prompt (default), renumbered, or "
+                "the query restarting at 0 (the original GPT-2 code; absolute positions only)",
+            ),
+            opt("--no-timing", action="store_true", help="skip the speed-up measurement"),
         ),
-        opt("--no-timing", action="store_true", help="skip the speed-up measurement"),
     ),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from anchorlens.experiments.base import CliRun, Experiment, Settings, reproduce_prompts
+from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.deep.claim import deep_claim
 from anchorlens.experiments.deep.report import deep_figures, deep_files, deep_table
 from anchorlens.experiments.deep.summary import summarize
@@ -40,21 +40,25 @@ def _lines(ctx: CliRun, result: Any) -> list[str]:
 
 DEEP = Experiment(
     name="deep",
-    command="deep",
-    section="Figure 5: deep layers, AUCROC_l and R_l (section 2.3)",
-    paper="AUCROC_l approaches ~0.8 in deep layers for GPT2-XL and GPT-J; R_l stays near 0 in shallow "
-    "layers and rises sharply in middle and deep layers (Fig. 5).",
-    help="AUCROC_l and R_l of target -> label-word attention (paper section 2.3, Figure 5)",
-    description="Per layer, how well the target's attention to each class's label words predicts the "
-    "model's own prediction. Writes OUT/deep.json and OUT/deep.png (Figure 5).",
     result=_result,
-    output="deep.json",
     run=_run,
     summarize=summarize,
     claim=deep_claim,
-    table=deep_table,
-    figures=deep_figures,
-    cli_run=_cli,
-    cli_lines=_lines,
-    cli_files=deep_files,
+    section=Section(
+        title="Figure 5: deep layers, AUCROC_l and R_l (section 2.3)",
+        paper="AUCROC_l approaches ~0.8 in deep layers for GPT2-XL and GPT-J; R_l stays near 0 in shallow "
+        "layers and rises sharply in middle and deep layers (Fig. 5).",
+        table=deep_table,
+        figures=deep_figures,
+    ),
+    command=SubCommand(
+        "deep",
+        help="AUCROC_l and R_l of target -> label-word attention (paper section 2.3, Figure 5)",
+        description="Per layer, how well the target's attention to each class's label words predicts the "
+        "model's own prediction. Writes OUT/deep.json and OUT/deep.png (Figure 5).",
+        output="deep.json",
+        run=_cli,
+        lines=_lines,
+        files=deep_files,
+    ),
 )

@@ -6,7 +6,16 @@ import argparse
 from typing import Any
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.base import CliRun, Experiment, Settings, opt, positive, reproduce_prompts
+from anchorlens.experiments.base import (
+    CliRun,
+    Experiment,
+    Section,
+    Settings,
+    SubCommand,
+    opt,
+    positive,
+    reproduce_prompts,
+)
 from anchorlens.experiments.diagnosis.claim import diagnosis_claim
 from anchorlens.experiments.diagnosis.report import diagnosis_figures, diagnosis_files, diagnosis_table
 from anchorlens.experiments.diagnosis.summary import summarize
@@ -53,35 +62,42 @@ def _check(args: argparse.Namespace, model: Model) -> None:
 
 DIAGNOSIS = Experiment(
     name="diagnosis",
-    command="diagnose",
-    section="Figure 6: anchor distances for error diagnosis (section 3.3)",
-    paper="GPT2-XL on TREC: both heatmaps single out Description-Entity as the most confused pair, then "
-    "Entity-Abbreviation and Description-Abbreviation (Fig. 6).",
-    help="anchor distances vs actual confusion between classes (paper section 3.3, Figure 6)",
-    description="Predicted confusion from the label words' keys (projected on the target queries' main "
-    "directions) vs actual confusion (pairwise AUC), their Spearman agreement at every layer. Writes "
-    "OUT/diagnosis.json and OUT/diagnosis.png (Figure 6).",
     result=_result,
-    output="diagnosis.json",
     run=_run,
     summarize=summarize,
     claim=diagnosis_claim,
-    table=diagnosis_table,
-    figures=diagnosis_figures,
-    cli_run=_cli,
-    cli_lines=_lines,
-    cli_files=diagnosis_files,
-    options=(
-        opt(
-            "--layer", type=int, default=None, help="layer of the matrices (default: about 2/3 of the depth)"
+    section=Section(
+        title="Figure 6: anchor distances for error diagnosis (section 3.3)",
+        paper="GPT2-XL on TREC: both heatmaps single out Description-Entity as the most confused pair, then "
+        "Entity-Abbreviation and Description-Abbreviation (Fig. 6).",
+        table=diagnosis_table,
+        figures=diagnosis_figures,
+    ),
+    command=SubCommand(
+        "diagnose",
+        help="anchor distances vs actual confusion between classes (paper section 3.3, Figure 6)",
+        description="Predicted confusion from the label words' keys (projected on the target queries' main "
+        "directions) vs actual confusion (pairwise AUC), their Spearman agreement at every layer. Writes "
+        "OUT/diagnosis.json and OUT/diagnosis.png (Figure 6).",
+        output="diagnosis.json",
+        run=_cli,
+        lines=_lines,
+        files=diagnosis_files,
+        options=(
+            opt(
+                "--layer",
+                type=int,
+                default=None,
+                help="layer of the matrices (default: about 2/3 of the depth)",
+            ),
+            opt(
+                "--components",
+                type=positive("--components"),
+                default=10,
+                help="PCA components M (default: %(default)s)",
+            ),
         ),
-        opt(
-            "--components",
-            type=positive("--components"),
-            default=10,
-            help="PCA components M (default: %(default)s)",
-        ),
+        check=_check,
     ),
     min_classes=3,  # pairwise confusion needs 3+ classes
-    check=_check,
 )

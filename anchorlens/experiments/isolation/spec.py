@@ -9,7 +9,9 @@ from anchorlens.experiments.base import (
     K_OPTION,
     CliRun,
     Experiment,
+    Section,
     Settings,
+    SubCommand,
     check_layers,
     opt,
     reproduce_prompts,
@@ -55,32 +57,36 @@ def _check(args: argparse.Namespace, model: Model) -> None:
 
 ISOLATION = Experiment(
     name="isolation",
-    command="isolation",
-    section="Figure 4: isolating label words (section 2.2)",
-    paper="GPT2-XL and GPT-J: isolating label words in the first 5 layers strongly reduces label and "
-    "word loyalty; isolating them in the last 5 layers, or isolating random words, has little effect (Fig. 4).",
-    help="isolate label or random words in the first/last k layers (paper section 2.2, Figure 4)",
-    description="Cut the attention into label words (or as many random demonstration words) in the first "
-    "or last k layers; label loyalty, word loyalty and accuracy against the unmodified run. Writes "
-    "OUT/isolation.json, OUT/isolation.png (Figure 4) and, for several k, OUT/isolation_sweep.png.",
     result=_result,
-    output="isolation.json",
     run=_run,
     summarize=summarize,
     claim=isolation_claim,
-    table=isolation_table,
-    figures=isolation_figures,
-    cli_run=_cli,
-    cli_lines=_lines,
-    cli_files=isolation_files,
-    options=(
-        K_OPTION,
-        opt(
-            "--mode",
-            choices=("pre", "post"),
-            default="pre",
-            help="'pre': -inf before the softmax, rows renormalise (the paper's code); 'post': zero after it",
-        ),
+    section=Section(
+        title="Figure 4: isolating label words (section 2.2)",
+        paper="GPT2-XL and GPT-J: isolating label words in the first 5 layers strongly reduces label and "
+        "word loyalty; isolating them in the last 5 layers, or isolating random words, has little effect (Fig. 4).",
+        table=isolation_table,
+        figures=isolation_figures,
     ),
-    check=_check,
+    command=SubCommand(
+        "isolation",
+        help="isolate label or random words in the first/last k layers (paper section 2.2, Figure 4)",
+        description="Cut the attention into label words (or as many random demonstration words) in the first "
+        "or last k layers; label loyalty, word loyalty and accuracy against the unmodified run. Writes "
+        "OUT/isolation.json, OUT/isolation.png (Figure 4) and, for several k, OUT/isolation_sweep.png.",
+        output="isolation.json",
+        run=_cli,
+        lines=_lines,
+        files=isolation_files,
+        options=(
+            K_OPTION,
+            opt(
+                "--mode",
+                choices=("pre", "post"),
+                default="pre",
+                help="'pre': -inf before the softmax, rows renormalise (the paper's code); 'post': zero after it",
+            ),
+        ),
+        check=_check,
+    ),
 )

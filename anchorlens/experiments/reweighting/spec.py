@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from anchorlens.experiments.base import MODEL_FLAGS, RUN_FLAGS, CliRun, Experiment, Settings, opt, positive
+from anchorlens.experiments.base import (
+    MODEL_FLAGS,
+    RUN_FLAGS,
+    CliRun,
+    Experiment,
+    Section,
+    Settings,
+    SubCommand,
+    opt,
+    positive,
+)
 from anchorlens.experiments.reweighting.claim import reweighting_claim
 from anchorlens.experiments.reweighting.report import reweighting_files, reweighting_table
 from anchorlens.experiments.reweighting.summary import summarize
@@ -50,44 +60,48 @@ def _lines(ctx: CliRun, result: Any) -> list[str]:
 
 REWEIGHTING = Experiment(
     name="reweighting",
-    command="reweight",
-    section="Table 1: anchor re-weighting (section 3.1)",
-    paper="GPT2-XL accuracy, mean of 5 seeds (paper values in brackets).",
-    help="anchor re-weighting: train exp(beta) on target -> label-word attention (paper 3.1, Table 1)",
-    description="Train beta [layer, head, class] on 4 extra examples per class with the model frozen, then "
-    "compare vanilla 1-shot, vanilla 5-shot (AG News: 3) and re-weighted 1-shot accuracy on the same "
-    "test queries (1-shot prompts: Table 1's setting). Writes OUT/reweighting.json and OUT/beta.pt.",
     result=_result,
-    output="reweighting.json",
     run=_run,
     summarize=summarize,
     claim=reweighting_claim,
-    table=reweighting_table,
-    cli_run=_cli,
-    cli_lines=_lines,
-    cli_files=reweighting_files,
-    flags=(*MODEL_FLAGS, "n", "seed", "labels", "label_words", "on_overflow", *RUN_FLAGS, "padding_side"),
-    options=(
-        opt("--epochs", type=positive("--epochs"), default=10, help="default: %(default)s"),
-        opt("--lr", type=float, default=0.01, help="Adam learning rate (default: %(default)s)"),
-        opt(
-            "--train-batch-size",
-            type=positive("--train-batch-size"),
-            default=1,
-            help="default: %(default)s (the paper)",
-        ),
-        opt(
-            "--aux-shots",
-            type=positive("--aux-shots"),
-            default=4,
-            help="extra train examples per class (default: %(default)s)",
-        ),
-        opt(
-            "--many-shots",
-            type=positive("--many-shots"),
-            default=None,
-            help="shots of the many-shot baseline (default: 5, AG News 3)",
-        ),
+    section=Section(
+        title="Table 1: anchor re-weighting (section 3.1)",
+        paper="GPT2-XL accuracy, mean of 5 seeds (paper values in brackets).",
+        table=reweighting_table,
     ),
-    prompts="none",
+    command=SubCommand(
+        "reweight",
+        help="anchor re-weighting: train exp(beta) on target -> label-word attention (paper 3.1, Table 1)",
+        description="Train beta [layer, head, class] on 4 extra examples per class with the model frozen, then "
+        "compare vanilla 1-shot, vanilla 5-shot (AG News: 3) and re-weighted 1-shot accuracy on the same "
+        "test queries (1-shot prompts: Table 1's setting). Writes OUT/reweighting.json and OUT/beta.pt.",
+        output="reweighting.json",
+        run=_cli,
+        lines=_lines,
+        files=reweighting_files,
+        flags=(*MODEL_FLAGS, "n", "seed", "labels", "label_words", "on_overflow", *RUN_FLAGS, "padding_side"),
+        options=(
+            opt("--epochs", type=positive("--epochs"), default=10, help="default: %(default)s"),
+            opt("--lr", type=float, default=0.01, help="Adam learning rate (default: %(default)s)"),
+            opt(
+                "--train-batch-size",
+                type=positive("--train-batch-size"),
+                default=1,
+                help="default: %(default)s (the paper)",
+            ),
+            opt(
+                "--aux-shots",
+                type=positive("--aux-shots"),
+                default=4,
+                help="extra train examples per class (default: %(default)s)",
+            ),
+            opt(
+                "--many-shots",
+                type=positive("--many-shots"),
+                default=None,
+                help="shots of the many-shot baseline (default: 5, AG News 3)",
+            ),
+        ),
+        prompts="none",
+    ),
 )

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from anchorlens.experiments.base import (
-    MODEL_FLAGS,
-    PROMPT_FLAGS,
-    RUN_FLAGS,
     CliRun,
     Experiment,
+    Section,
     Settings,
+    SubCommand,
     opt,
     reproduce_prompts,
 )
@@ -46,40 +45,43 @@ def _lines(ctx: CliRun, result: Any) -> list[str]:
 
 SALIENCY = Experiment(
     name="saliency",
-    command="saliency",
-    section="Figure 3: information flow (section 2.1)",
-    paper="GPT2-XL: S_wp dominates the shallow layers and decays with depth; S_pq is low early and "
-    "becomes the dominant flow in deep layers (Fig. 3, no numeric values given).",
-    help="information flow S_wp, S_pq, S_ww per layer (paper section 2.1, Figure 3)",
-    description="Attention x gradient saliency per layer; writes OUT/saliency.json, OUT/saliency.png "
-    "(Figure 3) and OUT/flow.html (the first prompt's token-to-token flows, offline).",
     result=_result,
-    output="saliency.json",
     run=_run,
     summarize=summarize,
     claim=saliency_claim,
-    table=saliency_table,
-    figures=saliency_figures,
-    cli_run=_cli,
-    cli_lines=_lines,
-    cli_files=saliency_files,
-    flags=(*MODEL_FLAGS, *PROMPT_FLAGS, *RUN_FLAGS, "padding_side"),
-    options=(
-        opt(
-            "--demos",
-            choices=("resample", "fixed"),
-            default="resample",
-            help="'resample': new demonstrations per query, as the paper's saliency script; 'fixed': one "
-            "set per seed",
-        ),
-        opt(
-            "--heads",
-            choices=("sum", "abs"),
-            default="sum",
-            help="'sum': |sum over heads of A*dL/dA| (the paper); 'abs': sum of per-head absolute values",
-        ),
+    section=Section(
+        title="Figure 3: information flow (section 2.1)",
+        paper="GPT2-XL: S_wp dominates the shallow layers and decays with depth; S_pq is low early and "
+        "becomes the dominant flow in deep layers (Fig. 3, no numeric values given).",
+        table=saliency_table,
+        figures=saliency_figures,
     ),
-    defaults={"batch_size": 4},
-    prompts="resample",
-    recorded=("demos",),
+    command=SubCommand(
+        "saliency",
+        help="information flow S_wp, S_pq, S_ww per layer (paper section 2.1, Figure 3)",
+        description="Attention x gradient saliency per layer; writes OUT/saliency.json, OUT/saliency.png "
+        "(Figure 3) and OUT/flow.html (the first prompt's token-to-token flows, offline).",
+        output="saliency.json",
+        run=_cli,
+        lines=_lines,
+        files=saliency_files,
+        options=(
+            opt(
+                "--demos",
+                choices=("resample", "fixed"),
+                default="resample",
+                help="'resample': new demonstrations per query, as the paper's saliency script; 'fixed': one "
+                "set per seed",
+            ),
+            opt(
+                "--heads",
+                choices=("sum", "abs"),
+                default="sum",
+                help="'sum': |sum over heads of A*dL/dA| (the paper); 'abs': sum of per-head absolute values",
+            ),
+        ),
+        prompts="resample",
+        recorded=("demos",),
+        batch_size=4,
+    ),
 )
