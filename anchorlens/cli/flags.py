@@ -8,8 +8,8 @@ import argparse
 from typing import Any
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.base import K_OPTION, Option, opt, positive
 from anchorlens.experiments.compression.spec import RANDOM_TOP_OPTION
+from anchorlens.experiments.options import K_OPTION, Option, opt, positive
 from anchorlens.experiments.registry import EXPERIMENTS
 
 

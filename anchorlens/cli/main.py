@@ -23,15 +23,8 @@ from anchorlens.cli.flags import FLAGS, GROUPS, REGIMES_OVERRIDE
 from anchorlens.cli.tools import TOOLS
 from anchorlens.core.memory import keep_freed_memory
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.base import (
-    MODEL_FLAGS,
-    PROMPT_FLAGS,
-    RUN_FLAGS,
-    CliRun,
-    Command,
-    Experiment,
-    Option,
-)
+from anchorlens.experiments.base import CliRun, Command, Experiment
+from anchorlens.experiments.options import MODEL_FLAGS, PROMPT_FLAGS, RUN_FLAGS, Option
 from anchorlens.experiments.registry import REGISTRY
 from anchorlens.render.page import claim_line
 from anchorlens.report.run import size_warnings

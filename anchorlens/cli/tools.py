@@ -9,8 +9,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from anchorlens.experiments.base import MODEL_FLAGS, RUN_FLAGS, Command, opt, positive
+from anchorlens.experiments.base import Command
 from anchorlens.experiments.faithfulness.spec import FAITHFULNESS
+from anchorlens.experiments.options import MODEL_FLAGS, RUN_FLAGS, opt, positive
 from anchorlens.types import Model
 
 

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from anchorlens.experiments.base import (
-    MODEL_FLAGS,
-    PROMPT_FLAGS,
-    RUN_FLAGS,
-    CliRun,
-    Experiment,
-    Section,
-    Settings,
-    SubCommand,
-    opt,
-    positive,
-    reproduce_prompts,
-)
+from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.compression.claim import compression_claim
 from anchorlens.experiments.compression.report import compression_table
 from anchorlens.experiments.compression.summary import summarize
+from anchorlens.experiments.options import MODEL_FLAGS, PROMPT_FLAGS, RUN_FLAGS, opt, positive
 from anchorlens.types import Model
 
 

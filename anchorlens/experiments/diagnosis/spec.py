@@ -6,19 +6,11 @@ import argparse
 from typing import Any
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.base import (
-    CliRun,
-    Experiment,
-    Section,
-    Settings,
-    SubCommand,
-    opt,
-    positive,
-    reproduce_prompts,
-)
+from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.diagnosis.claim import diagnosis_claim
 from anchorlens.experiments.diagnosis.report import diagnosis_figures, diagnosis_files, diagnosis_table
 from anchorlens.experiments.diagnosis.summary import summarize
+from anchorlens.experiments.options import opt, positive
 from anchorlens.types import Model
 
 

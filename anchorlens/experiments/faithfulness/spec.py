@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from anchorlens.experiments.base import MODEL_FLAGS, RUN_FLAGS, Command, int_list, opt, positive
+from anchorlens.experiments.base import Command
+from anchorlens.experiments.options import MODEL_FLAGS, RUN_FLAGS, int_list, opt, positive
 from anchorlens.types import Model
 
 

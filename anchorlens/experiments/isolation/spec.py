@@ -5,20 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from anchorlens.experiments.base import (
-    K_OPTION,
-    CliRun,
-    Experiment,
-    Section,
-    Settings,
-    SubCommand,
-    check_layers,
-    opt,
-    reproduce_prompts,
-)
+from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.isolation.claim import isolation_claim
 from anchorlens.experiments.isolation.report import isolation_figures, isolation_files, isolation_table
 from anchorlens.experiments.isolation.summary import summarize
+from anchorlens.experiments.options import K_OPTION, check_layers, opt
 from anchorlens.types import Model
 
 

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from anchorlens.experiments.base import (
-    MODEL_FLAGS,
-    RUN_FLAGS,
-    CliRun,
-    Experiment,
-    Section,
-    Settings,
-    SubCommand,
-    opt,
-    positive,
-)
+from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand
+from anchorlens.experiments.options import MODEL_FLAGS, RUN_FLAGS, opt, positive
 from anchorlens.experiments.reweighting.claim import reweighting_claim
 from anchorlens.experiments.reweighting.report import reweighting_files, reweighting_table
 from anchorlens.experiments.reweighting.summary import summarize

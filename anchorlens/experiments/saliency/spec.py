@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from anchorlens.experiments.base import (
-    CliRun,
-    Experiment,
-    Section,
-    Settings,
-    SubCommand,
-    opt,
-    reproduce_prompts,
-)
+from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
+from anchorlens.experiments.options import opt
 from anchorlens.experiments.saliency.claim import saliency_claim
 from anchorlens.experiments.saliency.report import saliency_figures, saliency_files, saliency_table
 from anchorlens.experiments.saliency.summary import summarize
