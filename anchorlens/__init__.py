@@ -41,20 +41,20 @@ _LAZY: dict[str, str] = {
     "fast_layout": "anchorlens.core.models",
     "frozen": "anchorlens.core.models",
     "load_model": "anchorlens.core.models",
-    "tiny_model": "anchorlens.core.models",
-    "tiny_tokenizer": "anchorlens.core.models",
-    "Demonstrations": "anchorlens.core.prompts",
+    "tiny_model": "anchorlens.core.tiny",
+    "tiny_tokenizer": "anchorlens.core.tiny",
+    "Demonstrations": "anchorlens.core.sampling",
     "IclPrompt": "anchorlens.core.prompts",
-    "PromptBatch": "anchorlens.core.prompts",
+    "PromptBatch": "anchorlens.core.batch",
     "PromptSet": "anchorlens.core.prompts",
     "build_prompt": "anchorlens.core.prompts",
     "build_prompts": "anchorlens.core.prompts",
-    "collate": "anchorlens.core.prompts",
-    "iter_batches": "anchorlens.core.prompts",
+    "collate": "anchorlens.core.batch",
+    "iter_batches": "anchorlens.core.batch",
     "label_token_ids": "anchorlens.core.prompts",
-    "resample_demonstrations": "anchorlens.core.prompts",
-    "sample_demonstrations": "anchorlens.core.prompts",
-    "sample_test": "anchorlens.core.prompts",
+    "resample_demonstrations": "anchorlens.core.sampling",
+    "sample_demonstrations": "anchorlens.core.sampling",
+    "sample_test": "anchorlens.core.sampling",
     "ReproduceConfig": "anchorlens.report",
     "reproduce": "anchorlens.report",
     "AnchorReweighting": "anchorlens.experiments.reweighting",
@@ -87,24 +87,19 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
+    from anchorlens.core.batch import PromptBatch, collate, iter_batches
     from anchorlens.core.metrics import Predictions, accuracy, label_loyalty, word_loyalty
-    from anchorlens.core.models import fast_layout, frozen, load_model, tiny_model, tiny_tokenizer
-    from anchorlens.core.prompts import (
+    from anchorlens.core.models import fast_layout, frozen, load_model
+    from anchorlens.core.prompts import IclPrompt, PromptSet, build_prompt, build_prompts, label_token_ids
+    from anchorlens.core.runner import current_batch, forward_batches, predict, target_logits
+    from anchorlens.core.sampling import (
         Demonstrations,
-        IclPrompt,
-        PromptBatch,
-        PromptSet,
-        build_prompt,
-        build_prompts,
-        collate,
-        iter_batches,
-        label_token_ids,
         resample_demonstrations,
         sample_demonstrations,
         sample_test,
     )
-    from anchorlens.core.runner import current_batch, forward_batches, predict, target_logits
     from anchorlens.core.tasks import BUILTIN_TASKS, Example, Task, load_task
+    from anchorlens.core.tiny import tiny_model, tiny_tokenizer
     from anchorlens.experiments.compression.compute import CompressionResult, compression
     from anchorlens.experiments.deep.compute import DeepResult, deep
     from anchorlens.experiments.diagnosis.compute import DiagnosisResult, diagnose

@@ -13,12 +13,14 @@ import anchorlens as al
 from anchorlens.experiments.diagnosis.compute import (
     DiagnosisResult,
     collect_keys_queries,
-    concat_heads,
-    confusion_spearman,
     default_layer,
     diagnose,
-    distance_confusion,
     kq_hook_names,
+)
+from anchorlens.experiments.diagnosis.confusion import (
+    concat_heads,
+    confusion_spearman,
+    distance_confusion,
     pairwise_auc,
     project_keys,
 )

@@ -272,22 +272,14 @@ def test_a_toy_experiment_is_one_declaration_and_one_registry_line(
     one = json.loads((tmp / "one" / "toy.json").read_text())
     printed = capsys.readouterr().out
     assert f"toy: {claim_line(one['claim'])}" in printed  # the CLI prints the JSON's claim
-    args = [
-        "reproduce",
-        "--experiments",
-        "toy",
-        "--tasks",
-        "sst2",
-        "--n",
-        "6",
-        "--out",
-        str(tmp / "rep"),
-        "--quiet",
-    ]
+    task = str(user_task(tmp / "mytask"))
+    args = ["reproduce", "--experiments", "toy", "--tasks", task, "--n", "4", "--sizes", "toy=3"]
+    args += ["--out", str(tmp / "rep"), "--quiet"]
     assert cli.main(args) == 0
     results = json.loads((tmp / "rep" / "results.json").read_text())
     assert results["claims"]["toy"]["verdict"] in ("holds", "does_not_hold", "inconclusive")
-    assert "accuracy" in results["toy"]
+    assert "accuracy" in results["toy"] and results["n_by_experiment"] == {"toy": 3}
+    assert len(list((tmp / "rep" / "cache").glob("*/toy-mytask-42-n3.json"))) == 1  # its own n, its own file
     md = (tmp / "rep" / "report.md").read_text()
     assert "## Toy: plain accuracy" in md and f"**Verdict:** {claim_line(results['claims']['toy'])}" in md
     assert f"toy: {claim_line(results['claims']['toy'])}" in capsys.readouterr().out

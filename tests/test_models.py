@@ -7,7 +7,10 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.core.models import default_cache_dir, load_smollm2_hf
+from anchorlens.core.backends import is_bridge
+from anchorlens.core.models import load_model
+from anchorlens.core.offline import default_cache_dir, load_smollm2_hf
+from anchorlens.core.tiny import tiny_hf_model, tiny_tokenizer
 
 
 def test_tiny_models_are_offline_and_configurable() -> None:
@@ -31,12 +34,44 @@ def test_unknown_model_name() -> None:
         al.load_model("no-such-model")
 
 
+@pytest.fixture
+def no_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No network and an empty Hugging Face cache, whatever this machine has (fails at once, never hangs)."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+@pytest.mark.parametrize("backend", ["hooked", "bridge"])
+def test_hub_model_without_network_says_what_loads_offline(no_hub: None, backend: str) -> None:
+    with pytest.raises(al.AnchorlensError, match=r"Could not load 'gpt2' from the Hugging Face hub") as info:
+        load_model("gpt2", backend=backend, device="cpu")
+    message = str(info.value)
+    assert "load_model('smollm2-135m')" in message and "backend='bridge'" in message
+    assert "HookedTransformer.from_pretrained('gpt2', hf_model=" in message
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_local_model_folder_loads_through_the_bridge(no_hub: None, tmp_path: Path) -> None:
+    """What the offline error message advises: a model saved on disk loads with backend='bridge'."""
+    folder = tmp_path / "model"
+    tiny_hf_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    model = load_model(str(folder), backend="bridge", device="cpu")
+    assert is_bridge(model) and model.cfg.default_prepend_bos is False
+    with pytest.raises(al.AnchorlensError, match="A local model folder loads with backend='bridge'"):
+        load_model(str(folder), backend="hooked")
+
+
 def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ANCHORLENS_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path
 
 
 @pytest.mark.real
+@pytest.mark.slow  # dequantizes the GGUF file again (about 26 s on 2 CPU cores)
 def test_offline_model_matches_dequantized_hf_logits(smollm2) -> None:  # type: ignore[no-untyped-def]
     hf, tok = load_smollm2_hf()
     text = "Review: a moving, wonderful film\nSentiment: Positive\nReview: dull and long\nSentiment:"
@@ -54,6 +89,7 @@ def test_offline_model_matches_dequantized_hf_logits(smollm2) -> None:  # type: 
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_offline_model_second_load_is_cached(smollm2) -> None:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     again = al.load_model("smollm2-135m", device="cpu")

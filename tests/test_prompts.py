@@ -194,7 +194,7 @@ def test_stratified_refuses_fewer_queries_than_classes() -> None:
 
 
 def test_class_balance_warning() -> None:
-    from anchorlens.core.prompts import class_balance_warning
+    from anchorlens.core.sampling import class_balance_warning
 
     task = _skewed_task()
     msg = class_balance_warning(task, list(task.test))

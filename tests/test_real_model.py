@@ -1,4 +1,5 @@
-"""The paper's phenomena on the real offline model (SmolLM2-135M), small n so CI can afford them."""
+"""The paper's phenomena on the real offline model (SmolLM2-135M), small n. Tests of 8 s or more are marked
+``slow`` (run them with ``-m slow``); the compressed-cache equality stays in CI as the quick smoke test."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ def sst2() -> al.Task:
     return al.load_task("sst2")
 
 
+@pytest.mark.slow
 def test_information_flow_shallow_text_to_label_deep_label_to_target(smollm2, sst2) -> None:  # type: ignore[no-untyped-def]
     prompts = al.build_prompts(smollm2, sst2, n=8, shots=1, seed=42, resample=True)
     thirds = al.saliency(smollm2, prompts, batch_size=4).thirds()
     assert thirds[0]["dominant"] == "S_wp" and thirds[2]["dominant"] == "S_pq"
 
 
+@pytest.mark.slow
 def test_isolating_label_words_early_changes_the_output_most(smollm2, sst2) -> None:  # type: ignore[no-untyped-def]
     prompts = al.build_prompts(smollm2, sst2, n=8, shots=1, seed=42)
     res = al.isolation(smollm2, prompts, ks=(5,))
@@ -45,6 +48,7 @@ def test_compressed_cache_equals_masked_full_prompt_on_rotary_gqa(smollm2, sst2)
     torch.testing.assert_close(fast.label_logits, exact.label_logits, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_saliency_composes_with_label_isolation_and_reweighting(smollm2, sst2) -> None:  # type: ignore[no-untyped-def]
     """The caller's hooks reach the real model: isolation empties S_wp in its layers; a re-weighting applied
     around an experiment equals the same re-weighting passed as fwd_hooks."""

@@ -124,7 +124,7 @@ def test_builtins_are_the_papers() -> None:
 
 
 def _tokenizer_with(*extra: str):  # type: ignore[no-untyped-def]
-    from anchorlens.core.models import TINY_WORDS
+    from anchorlens.core.tiny import TINY_WORDS
 
     return al.tiny_tokenizer((*TINY_WORDS, *extra))
 

@@ -10,7 +10,7 @@ from typing import Any
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.compression.spec import RANDOM_TOP_OPTION
 from anchorlens.experiments.options import K_OPTION, Option, opt, positive
-from anchorlens.experiments.registry import EXPERIMENTS
+from anchorlens.experiments.registry import EXPERIMENTS, REGISTRY
 
 
 def _parse_regimes(text: str) -> str:
@@ -20,6 +20,19 @@ def _parse_regimes(text: str) -> str:
         return parse_regimes(text)
     except AnchorlensError as e:  # argparse reports these as usage errors
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _sizes(text: str) -> dict[str, int]:
+    """``--sizes diagnosis=200,isolation=60``: test queries per task and seed for some experiments."""
+    sizes: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in REGISTRY or not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(
+                f"--sizes takes experiment=n pairs (experiments: {', '.join(REGISTRY)}; n >= 1); got {item!r}"
+            )
+        sizes[name] = int(value)
+    return sizes
 
 
 #: ``reproduce``'s ``--labels``: several regimes, compared in one report (:mod:`anchorlens.report.regimes`).
@@ -121,6 +134,12 @@ FLAGS: dict[str, Option] = {
         "--seeds", "42", "comma-separated seeds (default: %(default)s; the paper: 42,43,44,45,46)"
     ),
     "experiments": _text("--experiments", ",".join(EXPERIMENTS), "comma-separated subset (default: all)"),
+    "sizes": opt(
+        "--sizes",
+        type=_sizes,
+        default={},
+        help="other test queries per task and seed for some experiments, e.g. diagnosis=200 (default: --n)",
+    ),
     "reweight_epochs": _count("--reweight-epochs", 10, "re-weighting epochs (the paper: 10)"),
     "out": opt("--out", required=True, help="output folder (created if missing)"),
     "quiet": opt("--quiet", action="store_true", help="no progress bars"),

@@ -78,6 +78,7 @@ def _add_reproduce(sub: Any) -> None:
                 (
                     "tasks",
                     "n",
+                    "sizes",
                     "seeds",
                     "experiments",
                     "shots",
@@ -303,7 +304,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if len(args.k) != 1:
         raise AnchorlensError(f"reproduce isolates one number of layers; --k got {args.k}.")
     same = ["model", "n", "out", "shots", "batch_size", "reweight_epochs", "random_top", "data_dir", "device"]
-    same += ["cache_dir", "sampling", "labels", "backend"]
+    same += ["cache_dir", "sampling", "labels", "backend", "sizes"]
     cfg = ReproduceConfig(
         **{name: getattr(args, name) for name in same},  # flags of the same name
         tasks=_csv(args.tasks),

@@ -15,20 +15,25 @@ same ``hooks()`` / ``run_with_hooks`` context. What differs, read off TL 3.9.0's
 - ``W_Q``/``W_K`` under grouped-query attention are per key/value head on the Bridge and repeated to
   ``n_heads`` on HookedTransformer (:func:`per_query_head`);
 - the Bridge takes a Hugging Face key/value cache and explicit ``position_ids``, not
-  ``TransformerLensKeyValueCache``; ``fast_layout`` and ``stop_at_layer`` tricks are HookedTransformer's.
+  ``TransformerLensKeyValueCache`` (handled in :mod:`anchorlens.core.kvcache`, with every other cache);
+  ``fast_layout`` and ``stop_at_layer`` tricks are HookedTransformer's.
+- TransformerLens 3.x warns that ``HookedTransformer`` is deprecated on every construction
+  (:func:`quiet_deprecation` silences that warning alone).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
 import sys
+import warnings
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import cache
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
+from einops import repeat
 from jaxtyping import Float
 from torch import Tensor
 
@@ -36,7 +41,6 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.types import Model
 
 Backend = Literal["hooked", "bridge"]
-BACKENDS: tuple[str, ...] = get_args(Backend)
 EDIT_POINTS = ("hook_pattern", "hook_attn_scores")
 """The attention hook points anchorlens edits (and so checks before an experiment edits them)."""
 
@@ -52,6 +56,18 @@ def tl_version() -> str:
         return importlib.metadata.version("transformer-lens")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
         return "unknown"
+
+
+@contextmanager
+def quiet_deprecation() -> Iterator[None]:
+    """Silence TransformerLens 3.x's one "HookedTransformer is deprecated" warning, and nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"HookedTransformer(\.from_pretrained)? is deprecated",
+            category=DeprecationWarning,
+        )
+        yield
 
 
 @cache
@@ -126,10 +142,11 @@ def per_query_head(
 ) -> Float[Tensor, "*layer head d_model d_head"]:
     """A ``W_K``/``W_V`` as HookedTransformer gives it: repeated from key/value heads to ``n_heads``
     (the Bridge keeps one per key/value head under grouped-query attention; a no-op otherwise)."""
-    n_heads = int(model.cfg.n_heads)
-    if weight.shape[-3] == n_heads:
+    n_heads, n_kv = int(model.cfg.n_heads), weight.shape[-3]
+    if n_kv == n_heads:
         return weight
-    return weight.repeat_interleave(n_heads // weight.shape[-3], dim=-3)
+    # query head h reads key/value head h // group (heads of one group are adjacent)
+    return repeat(weight, "... kv d_model d_head -> ... (kv group) d_model d_head", group=n_heads // n_kv)
 
 
 def attention_class(model: Model) -> str:
@@ -185,107 +202,3 @@ def _edit_changes_logits(model: Model, point: str) -> bool:
         with model.hooks(fwd_hooks=hooks):
             edited = model(tokens)
     return not torch.allclose(base, edited, rtol=0.0, atol=1e-6)
-
-
-# --------------------------------------------------------------------------------------------------
-# Key/value caches on the Bridge: a Hugging Face cache with explicit positions
-
-
-class BridgePrefixFill:
-    """What :func:`anchorlens.core.kvcache.empty_cache` gives on a TransformerBridge: a Hugging Face cache that
-    one forward pass of a prefix fills (``past_key_values``), read back in TransformerLens' layout
-    (``entries[l].past_keys`` ``[1, pos, kv_head, d_head]``, keys before rotary, and an all-ones
-    ``previous_attention_mask``), so :class:`anchorlens.core.kvcache.PrefixCache` takes it as it takes TL's."""
-
-    def __init__(self, model: Model) -> None:
-        from transformers import DynamicCache
-
-        self.model = model
-        self.hf: Any = DynamicCache(config=model.original_model.config)
-
-    def forward_kwargs(self) -> dict[str, Any]:
-        return hf_cache_kwargs(self.model, self.hf)
-
-    @property
-    def entries(self) -> list[Any]:
-        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
-
-        if self.hf.get_seq_length() == 0:
-            raise AnchorlensError(
-                "The Bridge's Hugging Face cache is still empty after the prefix pass: this TransformerLens/"
-                "transformers pair does not hand the cache to the attention (past_key_values vs cache=)."
-            )
-        out = []
-        for layer in self.hf.layers:
-            keys = layer.keys  # [1, kv_head, pos, d_head], after rotary at positions 0..pos-1
-            back = -torch.arange(keys.shape[2], device=keys.device)[None]
-            pre = rotate_keys(self.model, keys, back).transpose(1, 2)
-            out.append(TransformerLensKeyValueCacheEntry(pre, layer.values.transpose(1, 2), frozen=True))
-        return out
-
-    @property
-    def previous_attention_mask(self) -> Tensor:
-        n = self.hf.get_seq_length()
-        return torch.ones(1, n, dtype=torch.long, device=self.hf.layers[0].keys.device)
-
-
-def hf_cache_kwargs(model: Model, cache: Any) -> dict[str, Any]:
-    """Forward keyword arguments handing a Bridge model the Hugging Face ``cache``.
-
-    transformers 5.24 renamed the argument to ``cache`` and passes it down under that name, while the
-    attention bridges of TransformerLens 3.9 and 4.3 read ``past_key_values`` or ``layer_past``: with either
-    name alone the cache stays empty and a query on it silently ignores the prefix (measured on tiny Llama and
-    GPT-2 Bridges: logits off by 3.8). So it also goes as ``layer_past``, which reaches the attention bridge.
-    """
-    params = inspect.signature(model.original_model.forward).parameters
-    if "cache" in params:
-        return {"cache": cache, "layer_past": cache, "use_cache": True}
-    return {"past_key_values": cache, "use_cache": True}
-
-
-def rotate_keys(
-    model: Model, keys: Float[Tensor, "batch kv_head pos d_head"], positions: Tensor
-) -> Float[Tensor, "batch kv_head pos d_head"]:
-    """``keys`` rotated by ``positions`` ``[batch, pos]`` with the Hugging Face model's own rotary
-    embedding (negative positions undo a rotation); unchanged on a model without rotary positions."""
-    if not is_rotary(model):
-        return keys
-    rotary = next(
-        (m for m in model.original_model.modules() if type(m).__name__.endswith("RotaryEmbedding")), None
-    )
-    if rotary is None:
-        raise AnchorlensError(f"No rotary embedding module found in {architecture(model)}'s HF model.")
-    cos, sin = rotary(keys, positions)  # [batch, pos, rotary_dim]
-    cos, sin = cos[:, None].to(keys.dtype), sin[:, None].to(keys.dtype)
-    d = cos.shape[-1]
-    part, rest = keys[..., :d], keys[..., d:]
-    half = torch.cat([-part[..., d // 2 :], part[..., : d // 2]], dim=-1)  # HF's rotate_half
-    return torch.cat([part * cos + half * sin, rest], dim=-1)
-
-
-def forward_arguments(model: Model, attention_mask: Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of a forward pass of tokens with ``attention_mask``: as given on
-    HookedTransformer; on the Bridge a ``past_kv_cache`` (TransformerLens' cache, or a
-    :class:`BridgePrefixFill` to fill) becomes a Hugging Face cache with the explicit ``position_ids`` and
-    the attention mask that TransformerLens would derive (positions: cumulative sum of the mask - 1)."""
-    cache = kwargs.get("past_kv_cache")
-    if cache is None or not is_bridge(model):
-        return {"attention_mask": attention_mask, **kwargs}
-    rest = {k: v for k, v in kwargs.items() if k != "past_kv_cache"}
-    if isinstance(cache, BridgePrefixFill):
-        return {"attention_mask": attention_mask, **rest, **cache.forward_kwargs()}
-    from transformers import DynamicCache
-
-    full = torch.cat([cache.previous_attention_mask.to(attention_mask), attention_mask], dim=1)
-    positions = full.cumsum(-1) - 1
-    n_cached = cache.previous_attention_mask.shape[1]
-    hf = DynamicCache(config=model.original_model.config)
-    for layer, entry in enumerate(cache.entries):
-        keys = rotate_keys(model, entry.past_keys.transpose(1, 2), positions[:, :n_cached])
-        hf.update(keys, entry.past_values.transpose(1, 2), layer)
-    return {
-        **rest,
-        **hf_cache_kwargs(model, hf),
-        "position_ids": positions[:, n_cached:],
-        "attention_mask": (full > 0).long(),
-    }

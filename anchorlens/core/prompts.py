@@ -1,4 +1,4 @@
-"""In-context-learning prompts with their anchor positions, demonstration sampling, and batching.
+"""In-context-learning prompts with their anchor positions.
 
 An :class:`IclPrompt` is one tokenized prompt (demonstrations then a query) that knows, per demonstration,
 where its text, its formatting tokens and its label word are, and where the target (the last token, the
@@ -6,10 +6,8 @@ colon the model answers after) is. Positions come from the tokenizer's character
 prompt string, never from string matching, so they are right for any template, and a label word that
 tokenizes differently in context than alone is refused instead of silently mislocated.
 
-Sampling follows the paper (reference section 1.6): one fixed demonstration set per seed, drawn with the
-legacy ``np.random.seed(seed); np.random.shuffle`` permutation of the train split (first ``shots``
-examples of each class, in order of appearance), plus a disjoint auxiliary set (the next ``aux_shots``
-per class). Test queries are ``rng(seed).permutation`` of the test split, as ``Dataset.shuffle(seed)``.
+Which demonstrations and queries a prompt set uses is :mod:`anchorlens.core.sampling`'s job; padding prompts
+into batches is :mod:`anchorlens.core.batch`'s.
 """
 
 from __future__ import annotations
@@ -20,13 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 import numpy as np
-import torch
 
+from anchorlens.core.sampling import (
+    Demonstrations,
+    Sampling,
+    resample_demonstrations,
+    sample_demonstrations,
+    sample_test,
+)
 from anchorlens.core.tasks import Example, Task
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import DemoPositions, Mask, Model, PaddingSide, Positions, Tokens
-
-BatchKind = Literal["full", "prefix", "query"]
+from anchorlens.types import Model
 
 
 @dataclass(frozen=True)
@@ -89,15 +91,6 @@ class IclPrompt:
 
 
 @dataclass(frozen=True)
-class Demonstrations:
-    """The demonstrations of one seed and the disjoint auxiliary train set (for re-weighting)."""
-
-    demos: tuple[Example, ...]
-    aux: tuple[Example, ...] = ()
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class PromptSet(Sequence[IclPrompt]):
     """The prompts of one experiment, plus how they were made (a sequence of :class:`IclPrompt`)."""
 
@@ -137,40 +130,6 @@ class PromptSet(Sequence[IclPrompt]):
     @property
     def labels(self) -> list[int]:
         return [p.label for p in self.prompts]
-
-
-@dataclass(frozen=True)
-class PromptBatch:
-    """Padded prompts with their positions shifted to the padded coordinates: what one forward pass runs.
-
-    Attributes:
-        tokens: ``[batch, pos]`` token ids, padded with the tokenizer's pad id.
-        attention_mask: ``[batch, pos]`` 1 on real tokens, 0 on padding.
-        target: ``[batch]`` the row (query position) of each prompt's target in ``hook_pattern``.
-        label_positions: ``[batch, demo]`` the column (key position) of each demonstration's first label
-            sub-token in ``hook_pattern``.
-        demo_labels: ``[batch, demo]`` class id of each demonstration.
-        offset: ``[batch]`` token column of prompt position 0 (> 0 under left padding; negative for a
-            ``"query"`` batch, whose tokens start at the query): prompt position ``p`` is column ``p + offset``.
-        prompts: The unpadded prompts (positions there are unshifted: add ``offset``).
-        indices: Where each row's prompt sits in the prompt set the experiment was given.
-        kind: ``"full"`` (whole prompts), ``"prefix"`` (the shared demonstrations alone, run once to fill
-            a key/value cache; ``target`` is then the last demonstration token) or ``"query"`` (query tokens on
-            top of a cache; ``label_positions`` index the cached keys).
-    """
-
-    tokens: Tokens
-    attention_mask: Mask
-    target: Positions
-    label_positions: DemoPositions
-    demo_labels: DemoPositions
-    offset: Positions
-    prompts: tuple[IclPrompt, ...]
-    indices: tuple[int, ...] = ()
-    kind: BatchKind = "full"
-
-    def __len__(self) -> int:
-        return len(self.prompts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,145 +176,6 @@ def label_token_ids(task: Task, model_or_tokenizer: Any) -> tuple[int, ...]:
             "told apart by the first-token prediction rule; choose label words that start differently."
         )
     return tuple(ids)
-
-
-# --------------------------------------------------------------------------------------------------
-# Sampling
-
-
-def sample_demonstrations(task: Task, shots: int = 1, seed: int = 42, aux_shots: int = 0) -> Demonstrations:
-    """The paper's fixed demonstration set for ``seed`` (``shots`` per class, in order of first
-    appearance in the seeded permutation of the train split) and the next ``aux_shots`` per class.
-
-    Raises:
-        AnchorlensError: a class has fewer than ``shots + aux_shots`` train examples.
-    """
-    if shots < 1:
-        raise AnchorlensError(f"shots must be >= 1, got {shots}.")
-    counts = np.bincount([e.label for e in task.train], minlength=task.n_classes)
-    short = [
-        f"{task.label_names[c]} ({counts[c]})" for c in range(task.n_classes) if counts[c] < shots + aux_shots
-    ]
-    if short:
-        raise AnchorlensError(
-            f"Task {task.name!r}: the train split has too few examples of class(es) {', '.join(short)} for "
-            f"{shots} demonstration(s) + {aux_shots} auxiliary example(s) per class; add train examples."
-        )
-    order = np.arange(len(task.train))
-    np.random.RandomState(seed).shuffle(order)  # == np.random.seed(seed); np.random.shuffle(order)
-    taken = [0] * task.n_classes
-    demos: list[Example] = []
-    aux: list[Example] = []
-    for i in order:
-        ex = task.train[int(i)]
-        n = taken[ex.label]
-        if n < shots:
-            demos.append(ex)
-        elif n < shots + aux_shots:
-            aux.append(ex)
-        else:
-            continue
-        taken[ex.label] += 1
-        if len(demos) + len(aux) == task.n_classes * (shots + aux_shots):
-            break
-    return Demonstrations(tuple(demos), tuple(aux), seed)
-
-
-Sampling = Literal["random", "stratified"]
-# A class with fewer test queries than this makes per-class statistics (diagnosis pairs, AUCs) unreliable.
-MIN_PER_CLASS = 3
-
-
-def sample_test(
-    task: Task,
-    n: int | None = None,
-    seed: int = 42,
-    shuffle: bool = True,
-    sampling: Sampling | str = "random",
-) -> list[Example]:
-    """``n`` test queries (``n=None``: all of them).
-
-    ``sampling="random"`` (the paper): the first ``n`` of the seeded permutation of the test split (as
-    ``Dataset.shuffle(seed)``), or of file order with ``shuffle=False``. ``"stratified"``: as equal a number
-    per class as the test split allows (``n // classes`` each, the remainder to the classes first in the
-    permutation; a class with too few examples gives all it has and the others fill in), each class's
-    queries taken in that same order, returned in permutation order. Deterministic by ``seed``.
-
-    Raises:
-        AnchorlensError: no test examples; ``n < 1``; an unknown ``sampling``; stratified with ``n``
-            smaller than the number of classes present.
-    """
-    if not task.test:
-        raise AnchorlensError(f"Task {task.name!r} has no test examples.")
-    if sampling not in ("random", "stratified"):
-        raise AnchorlensError(f"sampling must be 'random' or 'stratified', got {sampling!r}.")
-    if n is not None and n < 1:
-        raise AnchorlensError(f"n must be >= 1, got {n}.")
-    order = np.random.default_rng(seed).permutation(len(task.test)) if shuffle else np.arange(len(task.test))
-    if sampling == "stratified" and n is not None and n < len(task.test):
-        order = _stratified(task, order, n)
-    elif n is not None:
-        order = order[:n]
-    return [task.test[int(i)] for i in order]
-
-
-def _stratified(task: Task, order: np.ndarray, n: int) -> np.ndarray:
-    """The first ``n`` of ``order`` re-balanced over classes (see :func:`sample_test`)."""
-    labels = np.array([task.test[int(i)].label for i in order])
-    present = list(dict.fromkeys(labels.tolist()))  # classes in order of first appearance
-    if n < len(present):
-        raise AnchorlensError(
-            f"Stratified sampling of n={n} queries cannot cover the {len(present)} classes of task "
-            f"{task.name!r}; use n >= {len(present)} or sampling='random'."
-        )
-    available = {c: int((labels == c).sum()) for c in present}
-    quota = dict.fromkeys(present, 0)
-    left = n
-    while left:  # water-filling: one more per class, in order, while it has examples left
-        for c in present:
-            if left and quota[c] < available[c]:
-                quota[c] += 1
-                left -= 1
-    taken = dict.fromkeys(present, 0)
-    keep = []
-    for i, c in zip(order, labels.tolist(), strict=True):
-        if taken[c] < quota[c]:
-            taken[c] += 1
-            keep.append(i)
-    return np.array(keep)
-
-
-def class_balance_warning(task: Task, queries: Sequence[Example], minimum: int = MIN_PER_CLASS) -> str | None:
-    """A warning when some class of ``task`` has fewer than ``minimum`` of ``queries`` (None otherwise):
-    per-class statistics (diagnosis pairs, per-class AUCs) are then undefined or noisy."""
-    counts = np.bincount([q.label for q in queries if q.label >= 0], minlength=task.n_classes)
-    few = [f"{task.label_names[c]} ({counts[c]})" for c in range(task.n_classes) if counts[c] < minimum]
-    if not few:
-        return None
-    return (
-        f"Task {task.name!r}: class(es) {', '.join(few)} have fewer than {minimum} of the {len(queries)} test "
-        "queries, so per-class statistics are undefined or noisy; use sampling='stratified' "
-        "(--sampling stratified) or a larger n."
-    )
-
-
-def resample_demonstrations(
-    task: Task, n_queries: int, shots: int = 1, seed: int = 42
-) -> list[list[Example]]:
-    """Per-query demonstrations as the paper's saliency script draws them: ``shots`` per class with
-    replacement for every query, then one seeded permutation applied to every query's set (so the class
-    order is the same within a seed)."""
-    groups = task.by_class("train")
-    if any(not g for g in groups):
-        empty = [task.label_names[c] for c, g in enumerate(groups) if not g]
-        raise AnchorlensError(f"Task {task.name!r}: no train examples of class(es) {empty}.")
-    rs = np.random.RandomState(seed)
-    perm = np.random.default_rng(seed).permutation(task.n_classes * shots)
-    out = []
-    for _ in range(n_queries):
-        drawn = [task.train[int(i)] for g in groups for i in rs.choice(g, shots)]
-        out.append([drawn[int(j)] for j in perm])
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,96 +340,3 @@ def build_prompts(
             f"Dropped {dropped} of {len(queries)} prompts longer than {max_tokens} tokens.", stacklevel=2
         )
     return PromptSet(tuple(prompts), task, demo_set, dropped)
-
-
-# --------------------------------------------------------------------------------------------------
-# Batching
-
-
-def collate(
-    prompts: Sequence[IclPrompt],
-    pad_token_id: int,
-    padding_side: str = "right",
-    device: Any = None,
-    indices: Sequence[int] | None = None,
-) -> PromptBatch:
-    """Pad prompts into one batch; positions are shifted so they index the padded tokens.
-
-    Raises:
-        AnchorlensError: rows have different numbers of demonstrations or different label words.
-    """
-    if not prompts:
-        raise AnchorlensError("Cannot batch zero prompts.")
-    if padding_side not in ("right", "left"):
-        raise AnchorlensError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
-    n_demo = {len(p.demo_labels) for p in prompts}
-    if len(n_demo) > 1 or len({p.label_token_ids for p in prompts}) > 1:
-        raise AnchorlensError(
-            "All prompts in a batch need the same number of demonstrations and label words."
-        )
-    width = max(len(p) for p in prompts)
-    tokens = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    offset = torch.zeros(len(prompts), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        off = width - len(p) if padding_side == "left" else 0
-        tokens[i, off : off + len(p)] = torch.tensor(p.tokens)
-        mask[i, off : off + len(p)] = 1
-        offset[i] = off
-    target = torch.tensor([p.target for p in prompts]) + offset
-    label_pos = torch.tensor([p.label_positions for p in prompts], dtype=torch.long).reshape(len(prompts), -1)
-    demo_labels = torch.tensor([p.demo_labels for p in prompts], dtype=torch.long).reshape(len(prompts), -1)
-    return PromptBatch(
-        tokens=tokens.to(device),
-        attention_mask=mask.to(device),
-        target=target.to(device),
-        label_positions=(label_pos + offset[:, None]).to(device),
-        demo_labels=demo_labels.to(device),
-        offset=offset.to(device),
-        prompts=tuple(prompts),
-        indices=tuple(indices) if indices is not None else tuple(range(len(prompts))),
-    )
-
-
-def pad_token_id(model_or_tokenizer: Any) -> int:
-    """The tokenizer's pad id, else its end-of-sequence id, else 0 (pads are masked out anyway)."""
-    tokenizer = getattr(model_or_tokenizer, "tokenizer", None) or model_or_tokenizer
-    for name in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return int(value)
-    return 0
-
-
-def iter_batches(
-    model: Model, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
-) -> Iterator[PromptBatch]:
-    """Batches of ``prompts`` in order, on the model's device, padded with the tokenizer's pad id."""
-    for _, batch in ordered_batches(model, prompts, list(range(len(prompts))), batch_size, padding_side):
-        yield batch
-
-
-def sorted_batches(
-    model: Model, prompts: Sequence[IclPrompt], batch_size: int = 8, padding_side: PaddingSide = "right"
-) -> Iterator[tuple[list[int], PromptBatch]]:
-    """``(indices, batch)`` pairs over prompts grouped by length (longest first), so little compute goes
-    to padding; ``indices`` says which prompts each batch row holds."""
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    yield from ordered_batches(model, prompts, order, batch_size, padding_side)
-
-
-def ordered_batches(
-    model: Model,
-    prompts: Sequence[IclPrompt],
-    order: Sequence[int],
-    batch_size: int = 8,
-    padding_side: PaddingSide = "right",
-) -> Iterator[tuple[list[int], PromptBatch]]:
-    """``(indices, batch)`` pairs taking ``prompts`` in ``order``, ``batch_size`` at a time."""
-    if batch_size < 1:
-        raise AnchorlensError(f"batch_size must be >= 1, got {batch_size}.")
-    pad = pad_token_id(model)
-    device = getattr(getattr(model, "cfg", None), "device", None)
-    for i in range(0, len(order), batch_size):
-        index = list(order[i : i + batch_size])
-        yield index, collate([prompts[j] for j in index], pad, padding_side, device, index)

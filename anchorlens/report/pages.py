@@ -32,8 +32,10 @@ def _sections(summaries: dict[str, Summary], cfg: Settings, fmt: str) -> list[tu
 
 def _settings_line(cfg: Any, trained: str) -> str:
     """What was run: tasks, n, seeds, shots and re-weighting epochs."""
+    other = {e: n for e, n in getattr(cfg, "sizes", {}).items() if n != cfg.n}
+    sizes = f" ({', '.join(f'{e}: {n}' for e, n in other.items())})" if other else ""
     return (
-        f"Tasks {', '.join(cfg.tasks)}; n = {cfg.n} per task and seed; seeds {', '.join(map(str, cfg.seeds))}; "
+        f"Tasks {', '.join(cfg.tasks)}; n = {cfg.n} per task and seed{sizes}; seeds {', '.join(map(str, cfg.seeds))}; "
         f"{cfg.shots} demonstration(s) per class; re-weighting {trained}{cfg.reweight_epochs} epochs (the paper: "
         f"10)"
         + ("" if cfg.labels == "natural" else f"; {cfg.labels} label words")

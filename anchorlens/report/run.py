@@ -35,8 +35,9 @@ __all__ = ["ReproduceConfig", "aggregate", "reproduce", "settings_key"]
 
 @dataclass
 class ReproduceConfig:
-    """What ``anchorlens reproduce`` runs. ``n`` test queries per task and seed for every experiment
-    (diagnosis uses ``max(n, n_components + 1)``)."""
+    """What ``anchorlens reproduce`` runs. ``n`` test queries per task and seed for every experiment but
+    those named in ``sizes`` (e.g. ``{"diagnosis": 200}``: a claim that needs more queries gets them
+    without making every experiment pay; diagnosis uses at least ``n_components + 1``)."""
 
     model: str = "smollm2-135m"
     tasks: tuple[str, ...] = ("sst2", "trec", "agnews", "emoc")
@@ -56,7 +57,12 @@ class ReproduceConfig:
     sampling: str = "random"
     labels: str = "natural"
     label_words: tuple[str, ...] = ()
+    sizes: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def n_for(self, experiment: str) -> int:
+        """The test queries per task and seed of ``experiment``."""
+        return self.sizes.get(experiment, self.n)
 
 
 def settings_key(cfg: ReproduceConfig) -> str:
@@ -152,10 +158,14 @@ def run_all(cfg: ReproduceConfig, tasks: dict[str, Any], model: _Models, progres
         bar.set_postfix_str(f"{exp.name} {t} seed {s}")
         task = tasks[t]
 
-        def job(exp: Experiment = exp, task: Any = task, s: int = s) -> Any:
-            return exp.run(model(), task, s, cfg)
+        n = cfg.n_for(exp.name)
+        settings = replace(cfg, n=n)
 
-        runs[exp.name][(task.name, s)] = _cached(cache / f"{exp.name}-{task.name}-{s}.json", exp, job)
+        def job(exp: Experiment = exp, task: Any = task, s: int = s, settings: Any = settings) -> Any:
+            return exp.run(model(), task, s, settings)
+
+        name = f"{exp.name}-{task.name}-{s}" + ("" if n == cfg.n else f"-n{n}")  # other n: its own file
+        runs[exp.name][(task.name, s)] = _cached(cache / f"{name}.json", exp, job)
     return runs
 
 
@@ -172,6 +182,7 @@ def aggregate(
             summaries[name] = REGISTRY[name].summarize(exp_runs, cfg)
             res[name] = summaries[name].to_json()
             claims[name] = REGISTRY[name].claim(exp_runs).to_json()
+    res["n_by_experiment"] = {name: cfg.n_for(name) for name in runs}
     res["claims"] = claims
     return res, summaries
 
@@ -180,7 +191,7 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or load from the cache) every experiment; write ``report.html``, ``report.md`` and ``results.json``
     in ``cfg.out``; return the results. Several label regimes (``labels="natural,flipped"``) are compared
     in the first one's report (:mod:`anchorlens.report.regimes`)."""
-    bad = [e for e in cfg.experiments if e not in REGISTRY]
+    bad = [e for e in (*cfg.experiments, *cfg.sizes) if e not in REGISTRY]
     if bad:
         raise AnchorlensError(f"Unknown experiment(s) {bad}; choose from {', '.join(REGISTRY)}.")
     from anchorlens.core.backends import check_backend  # imports torch: only when a report is made

@@ -22,6 +22,24 @@ from anchorlens.types import Model
 DEFAULT_GENERATE = 10
 
 
+def read_flow_prompts(prompt_file: str | Path) -> list[dict[str, Any]]:
+    """``flow``'s prompt records (:func:`anchorlens.spans.prompts.read_prompt_file`), read before any model is
+    needed, so a wrong path fails at once.
+
+    Raises:
+        AnchorlensError: the file does not exist or is a folder; unreadable JSON; records without ``text``
+            or with different span names.
+    """
+    path = Path(prompt_file)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise AnchorlensError(
+            f"Prompt file {str(path)!r} {what}. flow reads span prompts from a JSON or JSONL file: "
+            '{"text": ..., "spans": {...}, "target": ... | null, "generate": k} per prompt.'
+        )
+    return read_prompt_file(path)
+
+
 def prompts_from_records(model: Model, records: Sequence[dict[str, Any]]) -> list[SpanPrompt]:
     """Span prompts from ``flow``'s JSON records (``text``, ``spans``, ``target`` or ``generate``, optional
     ``contrast`` or ``choices``)."""
@@ -79,9 +97,10 @@ def flow_command(
 
     Writes ``flow.json`` (returned), ``flow.png`` and ``flow.html`` (offline) into ``out_dir``. ``flow``
     is the mean saliency per causal token pair from row span to column span, averaged over prompts;
-    ``flow_sum`` the summed saliency.
+    ``flow_sum`` the summed saliency. The prompt file is read first (:func:`read_flow_prompts`: a missing
+    file is an :class:`~anchorlens.errors.AnchorlensError` before the model runs).
     """
-    records = read_prompt_file(prompt_file)
+    records = read_flow_prompts(prompt_file)
     prompts = prompts_from_records(model, records)
     result = span_flow(model, prompts, keep=True, batch_size=batch_size)
     generate = int(records[0].get("generate") or DEFAULT_GENERATE)

@@ -15,17 +15,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from anchorlens.core.layers import layer_thirds
 from anchorlens.render.figures import save
 from anchorlens.spans.prompts import SpanPrompt
 
 _PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d")
-
-
-def _thirds(n: int) -> list[tuple[str, int, int]]:
-    b = [0, max(1, round(n / 3)), max(1, round(2 * n / 3)), n]
-    return [
-        (name, x, y) for name, x, y in zip(("shallow", "middle", "deep"), b[:-1], b[1:], strict=True) if y > x
-    ]
 
 
 def plot_span_flow(
@@ -34,7 +28,10 @@ def plot_span_flow(
     """Heatmaps of the flow averaged over each third of the layers (row span <- column span), and the
     ``top`` span pairs' flow per layer."""
     f = np.asarray(flow, dtype=float)  # [layer, span, span]
-    parts = _thirds(f.shape[0])
+    third_names = ("shallow", "middle", "deep")
+    parts = [
+        (t, r.start, r.stop) for t, r in zip(third_names, layer_thirds(f.shape[0]), strict=True) if len(r)
+    ]
     fig = Figure(figsize=(3.2 * len(parts) + 4.6, 3.6), dpi=110)
     axes = fig.subplots(1, len(parts) + 1, gridspec_kw={"width_ratios": [1] * len(parts) + [1.5]})
     vmax = max(float(f.max()), 1e-30)

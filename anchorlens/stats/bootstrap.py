@@ -65,10 +65,6 @@ class Interval:
     level: float = LEVEL
     undefined: float = 0.0
 
-    @property
-    def half_width(self) -> float:
-        return (self.hi - self.lo) / 2
-
 
 def _codes(labels: Any, n: int) -> np.ndarray:
     """Integer codes ``0..k-1`` of a per-row label array (all zeros when None)."""

@@ -29,8 +29,6 @@ Direction = Literal["above", "below"]
 R = TypeVar("R")
 #: Results of one experiment keyed ``(task, seed)``, or one task's results over seeds 0, 1, ...
 Runs = Mapping[tuple[str, int], R] | Sequence[R]
-#: Per-row blocks of one run: ``(task, seed, values [n, ...])``.
-Block = tuple[str, int, np.ndarray]
 #: A figure's error band: name -> ``[lower per component, upper per component]``.
 Bands = dict[str, list[list[float | None]]]
 

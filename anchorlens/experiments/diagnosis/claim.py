@@ -21,7 +21,7 @@ def _ranks_corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _pairwise_auc(probs: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
-    """Upper-triangle actual confusion as :func:`anchorlens.experiments.diagnosis.compute.pairwise_auc` (NaN: undefined)."""
+    """Upper-triangle actual confusion as :func:`anchorlens.experiments.diagnosis.confusion.pairwise_auc` (NaN: undefined)."""
     out = []
     for i, j in combinations(range(c), 2):
         sel = (labels == i) | (labels == j)

@@ -24,19 +24,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
+from anchorlens.core.batch import PromptBatch
 from anchorlens.core.hooks import FwdHook, capture_hooks
 from anchorlens.core.metrics import Predictions
-from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, get_tokenizer
-from anchorlens.core.runner import HookSpec, PredictionBuffer, observe_batches
+from anchorlens.core.prefix import prefix_safe
+from anchorlens.core.prompts import IclPrompt, get_tokenizer
+from anchorlens.core.runner import HookSpec, LoopOptions, PredictionBuffer, observe_batches
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import Model
-
-Confusion = Float[Tensor, "class class"]
+from anchorlens.experiments.diagnosis.confusion import (
+    Confusion,
+    check_components,
+    concat_heads,
+    confusion_spearman,
+    distance_confusion,
+    pairwise_auc,
+    pca_project,
+)
+from anchorlens.types import Model, PaddingSide, PrefixPolicy
 
 
 @dataclass(frozen=True)
@@ -209,123 +217,11 @@ class KeysQueries:
     hooks: tuple[str, str]
 
 
-# --------------------------------------------------------------------------------------------------
-# Pieces (public so they can be checked and reused)
-
-
 def kq_hook_names(model: Model) -> tuple[str, str]:
     """``("hook_rot_k", "hook_rot_q")`` on rotary models (the keys and queries the scores use), else
     ``("hook_k", "hook_q")``."""
     rotary = getattr(getattr(model, "cfg", None), "positional_embedding_type", None) == "rotary"
     return ("hook_rot_k", "hook_rot_q") if rotary else ("hook_k", "hook_q")
-
-
-def concat_heads(x: Float[Tensor, "*batch head d_head"], n_heads: int) -> Float[Tensor, "*batch d"]:
-    """All heads concatenated (``n_heads * d_head``). Grouped-query keys/values (``head`` = the number of
-    key/value heads) are first repeated so query head ``h`` gets key/value head ``h // (n_heads // head)``,
-    the vector the attention scores actually use."""
-    h = x.shape[-2]
-    if h != n_heads:
-        if h == 0 or n_heads % h:
-            raise AnchorlensError(
-                f"Cannot map {n_heads} query heads onto {h} key/value heads (not a divisor); is cfg.n_heads "
-                "right for this model?"
-            )
-        x = x.repeat_interleave(n_heads // h, dim=-2)
-    return x.flatten(-2)
-
-
-def _project(queries: np.ndarray, keys: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
-    """Projected, scaled keys ``[class, M]`` and the components' explained-variance ratios ``[M]``."""
-    from sklearn.decomposition import PCA
-
-    pca = PCA(n_components=n_components, svd_solver="full").fit(queries)
-    return (keys @ pca.components_.T) * np.sqrt(pca.explained_variance_), pca.explained_variance_ratio_
-
-
-def _check_components(n_components: int, n: int, d: int) -> None:
-    if n_components < 1:
-        raise AnchorlensError(f"n_components must be >= 1, got {n_components}.")
-    if n_components > n or n < 2:
-        raise AnchorlensError(
-            f"PCA with n_components={n_components} needs at least {max(n_components, 2)} prompts (queries) "
-            f"but got {n}; add prompts (build_prompts(..., n=...)) or lower n_components."
-        )
-    if n_components > d:
-        raise AnchorlensError(
-            f"n_components={n_components} exceeds the query dimension {d} (n_heads * d_head); lower "
-            "n_components."
-        )
-
-
-def project_keys(
-    queries: Float[Tensor, "n d"], keys: Float[Tensor, "class d"], n_components: int = 10
-) -> Float[Tensor, "class component"]:
-    """``k̂_i = (V_Mᵀ k_i) ⊙ σ``: keys on the queries' first ``M`` principal directions ``V_M``, each
-    coordinate scaled by that direction's standard deviation ``σ`` over the queries (paper eq. 11). Keys
-    are not centred (as the paper's code; pairwise distances do not care). Signs of the directions are
-    arbitrary, as in any PCA.
-
-    Raises:
-        AnchorlensError: ``n_components`` below 1, above the number of queries, or above ``d``.
-    """
-    _check_components(n_components, queries.shape[0], queries.shape[1])
-    proj, _ = _project(queries.double().cpu().numpy(), keys.double().cpu().numpy(), n_components)
-    return torch.from_numpy(proj)
-
-
-def distance_confusion(points: Float[Tensor, "class m"]) -> Confusion:
-    """Pairwise Euclidean distance divided by the largest one; diagonal 1 (for display). Small = close
-    = likely confused. If all points coincide, every off-diagonal entry is 0."""
-    dist = torch.cdist(points.double()[None], points.double()[None])[0]
-    peak = float(dist.max())
-    out = dist / peak if peak > 0 else torch.zeros_like(dist)
-    out.fill_diagonal_(1.0)
-    return out
-
-
-def pairwise_auc(probs: Float[Tensor, "n class"], labels: Int[Tensor, " n"]) -> Confusion:
-    """Actual confusion: entry ``(i, j)`` is the AUC-ROC of ``p_i / (p_i + p_j)`` for "gold = i" over the
-    examples whose gold label is i or j (symmetric; diagonal 1). Rows where ``p_i + p_j`` is 0 score 0.5.
-    A pair is NaN when one of its classes has no example (the AUC is undefined); a class that is never
-    predicted still has defined AUCs.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    p = probs.double().cpu().numpy()
-    y = labels.cpu().numpy()
-    c = p.shape[1]
-    out = np.full((c, c), np.nan)
-    np.fill_diagonal(out, 1.0)
-    for i in range(c):
-        for j in range(i + 1, c):
-            sel = (y == i) | (y == j)
-            if not (y == i).any() or not (y == j).any():
-                continue
-            pi, pj = p[sel, i], p[sel, j]
-            total = pi + pj
-            score = np.divide(pi, total, out=np.full_like(pi, 0.5), where=total > 0)
-            out[i, j] = out[j, i] = roc_auc_score(y[sel] == i, score)
-    return torch.from_numpy(out)
-
-
-def confusion_spearman(predicted: Confusion, actual: Confusion) -> float | None:
-    """Spearman correlation of the upper-triangle (off-diagonal) entries defined in both matrices.
-
-    Positive: pairs the anchor keys place close together are the pairs the model confuses. None when
-    fewer than 3 pairs are defined or either side is constant (the correlation would be meaningless).
-    """
-    from scipy.stats import spearmanr
-
-    iu = np.triu_indices(predicted.shape[0], 1)
-    a = predicted.double().cpu().numpy()[iu]
-    b = actual.double().cpu().numpy()[iu]
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    rho = float(spearmanr(a, b)[0])
-    return rho if math.isfinite(rho) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -366,12 +262,12 @@ def collect_keys_queries(
     padding_side: PaddingSide = "right",
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> KeysQueries:
     """One forward pass per batch with hooks on every layer's keys and queries (rotated ones on rotary
     models): prompt 0's label-word keys, every prompt's target query, and the label-word predictions.
     The caller's ``fwd_hooks`` run before the capture. When the prompts share their demonstrations
-    (``prefix_cache``, see :func:`anchorlens.predict`) the keys come from the demonstrations' one pass and the
+    (``prefix``, see :func:`anchorlens.predict`) the keys come from the demonstrations' one pass and the
     queries from the query batches on its cache.
 
     Raises:
@@ -386,24 +282,23 @@ def collect_keys_queries(
     queries: list[Tensor | None] = [None] * len(prompts)
     keys: Tensor | None = None
 
+    @prefix_safe  # keys from the demonstrations' pass, queries from the query batches
     def own(batch: PromptBatch) -> list[Any]:
         if batch.kind == "prefix":  # the demonstrations: their label-word keys, kept for every query batch
-            return _capture_hooks(batch, n_layers, n_heads, (k_name, None), prefix)
+            return _capture_hooks(batch, n_layers, n_heads, (k_name, None), demo_keys)
         store.clear()
         # a query batch's key hook sees its own tokens only (keys of the cache are not re-emitted)
         return _capture_hooks(
             batch, n_layers, n_heads, (None if batch.kind == "query" else k_name, q_name), store
         )
 
-    prefix: dict[str, dict[int, Tensor]] = {}
-    loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="diagnose"
-    )
-    loop.update(share_prefix=True, prefix_cache=prefix_cache)
-    for index, batch in observe_batches(model, prompts, preds, fwd_hooks=fwd_hooks, own_hooks=own, **loop):
+    demo_keys: dict[str, dict[int, Tensor]] = {}
+    options = LoopOptions(batch_size, padding_side, progress, desc="diagnose")
+    loop: dict[str, Any] = dict(fwd_hooks=fwd_hooks, own_hooks=own, options=options, prefix=prefix)
+    for index, batch in observe_batches(model, prompts, preds, **loop):
         key_row = index.index(0) if 0 in index else None
         q_store = store.get(q_name, {})
-        k_store = prefix.get(k_name, {}) if batch.kind == "query" else store.get(k_name, {})
+        k_store = demo_keys.get(k_name, {}) if batch.kind == "query" else store.get(k_name, {})
         missing = [layer for layer in range(n_layers) if layer not in q_store or layer not in k_store]
         if missing:
             raise AnchorlensError(
@@ -499,7 +394,7 @@ def _by_layer(
     ratio: tuple[float, ...] = ()
     for lay in range(kq.queries.shape[0]):
         queries, keys = kq.queries[lay].double().numpy(), kq.keys[lay].double().numpy()
-        proj, var_ratio = _project(queries, keys, n_components)
+        proj, var_ratio = pca_project(queries, keys, n_components)
         m = distance_confusion(torch.from_numpy(proj))
         by_layer.append(m)
         rhos.append(confusion_spearman(m, actual))
@@ -519,7 +414,7 @@ def diagnose(
     label_names: Sequence[str] | None = None,
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> DiagnosisResult:
     """Predicted vs actual confusion between classes (the paper's Figure 6), and their agreement per layer.
 
@@ -540,7 +435,7 @@ def diagnose(
         label_names: Class names for the output (default: the task's, else the decoded label words).
         fwd_hooks: The caller's hooks (see :mod:`anchorlens.core.runner`), run before the key/query capture.
         progress: Show a progress bar (a string is used as its description).
-        prefix_cache: Run the shared demonstrations once (see :func:`anchorlens.predict`).
+        prefix: Run the shared demonstrations once (the prefix policy, see :func:`anchorlens.predict`).
 
     Raises:
         AnchorlensError: ``layer`` outside ``[0, n_layers - 1]``; ``n_components`` larger than the number
@@ -555,11 +450,11 @@ def diagnose(
             f"[0, {n_layers - 1}] (default: {default_layer(n_layers)}, about two thirds of the depth)."
         )
     _check_prompts(prompts)
-    _check_components(n_components, len(prompts), int(model.cfg.n_heads) * int(model.cfg.d_head))
+    check_components(n_components, len(prompts), int(model.cfg.n_heads) * int(model.cfg.d_head))
     names = _label_names(model, prompts, label_names)
 
     loop: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side, progress=progress)
-    kq = collect_keys_queries(model, prompts, fwd_hooks=fwd_hooks, prefix_cache=prefix_cache, **loop)
+    kq = collect_keys_queries(model, prompts, fwd_hooks=fwd_hooks, prefix=prefix, **loop)
     pred = kq.predictions
     actual, undefined, support = _actual_confusion(pred, names)
     n_classes = len(names)
