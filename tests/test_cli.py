@@ -446,7 +446,11 @@ def test_a_prompt_file_that_does_not_exist(tmp_path: Path, capsys: pytest.Captur
 def test_a_hub_model_without_network_gets_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import huggingface_hub.constants as hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # fails at once, never retries
     task = str(user_task(tmp_path / "mytask"))
     rc = cli.main(["predict", "--model", "gpt2", "--task", task, "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
