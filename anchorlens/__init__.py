@@ -64,6 +64,8 @@ _LAZY: dict[str, str] = {
     "TrainConfig": "anchorlens.experiments.reweighting",
     "predict": "anchorlens.core.runner",
     "forward_batches": "anchorlens.core.runner",
+    "LoopOptions": "anchorlens.core.runner",
+    "PrefixCacheFallback": "anchorlens.core.prefix",
     "current_batch": "anchorlens.core.runner",
     "target_logits": "anchorlens.core.runner",
     "SpanFlowResult": "anchorlens.spans",
@@ -90,8 +92,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from anchorlens.core.batch import PromptBatch, collate, iter_batches
     from anchorlens.core.metrics import Predictions, accuracy, label_loyalty, word_loyalty
     from anchorlens.core.models import fast_layout, frozen, load_model
+    from anchorlens.core.prefix import PrefixCacheFallback
     from anchorlens.core.prompts import IclPrompt, PromptSet, build_prompt, build_prompts, label_token_ids
-    from anchorlens.core.runner import current_batch, forward_batches, predict, target_logits
+    from anchorlens.core.runner import LoopOptions, current_batch, forward_batches, predict, target_logits
     from anchorlens.core.sampling import (
         Demonstrations,
         resample_demonstrations,

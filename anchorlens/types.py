@@ -65,6 +65,9 @@ FwdHook: TypeAlias = tuple[str, HookFn]
 FwdHooks: TypeAlias = Sequence[FwdHook]
 #: Which side of a batch's prompts is padded.
 PaddingSide: TypeAlias = Literal["right", "left"]
+#: When the loop runs shared demonstrations once and the queries on their key/value cache
+#: (:mod:`anchorlens.core.prefix`): ``"never"``, ``"auto"`` (where provably exact) or ``"always"``.
+PrefixPolicy: TypeAlias = Literal["never", "auto", "always"]
 
 __all__ = [
     "DemoPositions",
@@ -78,6 +81,7 @@ __all__ = [
     "PaddingSide",
     "Pattern",
     "Positions",
+    "PrefixPolicy",
     "Residual",
     "Tokens",
     "TopK",

@@ -30,12 +30,12 @@ def timings(model: Any, prompts: Any, batch_size: int, repeats: int) -> dict[str
         with torch.no_grad():
             return al.target_logits(model, batch)
 
-    al.predict(model, prompts[:2], prefix_cache=False)  # warm-up (and the one-off edit self-check)
+    al.predict(model, prompts[:2], prefix="never")  # warm-up (and the one-off edit self-check)
     al.saliency(model, prompts[:1])
     return {
         "forward": best_of(forward, repeats),
         "predict": best_of(
-            lambda: al.predict(model, prompts, batch_size=batch_size, prefix_cache=False), repeats
+            lambda: al.predict(model, prompts, batch_size=batch_size, prefix="never"), repeats
         ),
         "saliency": best_of(lambda: al.saliency(model, prompts, batch_size=batch_size), repeats),
     }

@@ -14,7 +14,8 @@ import torch
 
 import anchorlens as al
 from anchorlens.core import backends
-from anchorlens.core.models import bridge_from_hf, tiny_bridge, tiny_hf_model, tiny_tokenizer
+from anchorlens.core.models import bridge_from_hf
+from anchorlens.core.tiny import tiny_bridge, tiny_hf_model, tiny_tokenizer
 from tests.conftest import make_toy_task
 
 needs_hooked = pytest.mark.skipif(not backends.hooked_available(), reason="HookedTransformer needs TL 3.x")
@@ -54,7 +55,7 @@ def hooked_twin(hf: Any, arch: str) -> Any:
             rotary_adjacent_pairs=False, final_rms=True, gated_mlp=True, **common,
         )  # fmt: skip
         state = convert_llama_weights(hf, cfg)
-    with al.models.quiet_deprecation():
+    with backends.quiet_deprecation():
         model = HookedTransformer(cfg, tok, default_padding_side="right")
     model.load_and_process_state_dict(
         state, fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False
@@ -232,7 +233,7 @@ def test_hooked_n_devices_arrives(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.real
 def test_smollm2_through_the_bridge_matches_hf() -> None:
-    from anchorlens.core.models import cached_smollm2_hf
+    from anchorlens.core.offline import cached_smollm2_hf
 
     bridge = al.load_model("smollm2-135m", backend="bridge", device="cpu")
     assert backends.attention_class(bridge) == "PositionEmbeddingsAttentionBridge"
@@ -251,10 +252,10 @@ def test_smollm2_through_the_bridge_matches_hf() -> None:
 
 def _cli(tmp_path: Any, command: str, *flags: str) -> int:
     from anchorlens.cli import main as cli
-    from tests.test_cli import _user_task
+    from tests.helpers import user_task
 
     tmp_path.mkdir(parents=True, exist_ok=True)
-    task = _user_task(tmp_path / "task")
+    task = user_task(tmp_path / "task")
     out = ["--task", str(task), "--n", "3", "--out", str(tmp_path / "o"), "--quiet"]
     return cli.main([command, "--model", "x", *flags, *out])
 
@@ -300,13 +301,14 @@ def test_cli_refuses_gptj_before_any_experiment(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("anchorlens.core.models.load_model", lambda *a, **k: tiny_bridge("gptj"))
-    assert _cli(tmp_path, "isolation", "--backend", "bridge") == 2
+    assert _cli(tmp_path, "isolation", "--backend", "bridge", "--k", "1") == 2  # a --k the model has
     assert "GPTJForCausalLM through TransformerBridge uses AttentionBridge" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_report_says_which_backend() -> None:
-    from anchorlens.report.run import ReproduceConfig, _settings_line, settings_key
+    from anchorlens.report.pages import _settings_line
+    from anchorlens.report.run import ReproduceConfig, settings_key
 
     hooked, bridge = ReproduceConfig(backend="hooked"), ReproduceConfig(backend="bridge")
     assert "TransformerLens bridge backend" in _settings_line(bridge, "")
@@ -319,19 +321,53 @@ def test_report_says_which_backend() -> None:
 
 def test_bridge_prefix_cache_is_filled_and_used(pair: tuple[Any, Any]) -> None:
     """transformers 5.24 hands the attention its cache under a new name; TL must still fill and read it."""
-    from anchorlens.core.kvcache import PrefixCache, empty_cache
+    from anchorlens.core.kvcache import empty_cache, forward_arguments
 
     bridge, _ = pair
     toks = torch.arange(3, 23)[None]
     cache = empty_cache(bridge)
     with torch.no_grad():
         full = bridge(toks)
-        bridge(toks[:, :12], **cache.forward_kwargs())
-        assert cache.hf.get_seq_length() == 12
+        bridge(
+            toks[:, :12],
+            **forward_arguments(bridge, torch.ones(1, 12, dtype=torch.long), cache.forward_kwargs()),
+        )
+        assert len(cache) == 12
         mask = torch.ones(1, 8, dtype=torch.long)
-        tl_cache = PrefixCache.from_filled(cache).forward_kwargs(1)
-        query = bridge(toks[:, 12:], **backends.forward_arguments(bridge, mask, tl_cache))
+        frozen = cache.filled().forward_kwargs(1)
+        query = bridge(toks[:, 12:], **forward_arguments(bridge, mask, frozen))
+        # the growing cache itself: one more token after the twelve, at position 12
+        step = bridge(toks[:, 12:13], **forward_arguments(bridge, mask[:, :1], cache.forward_kwargs()))
     torch.testing.assert_close(query, full[:, 12:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(step, full[:, 12:13], atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Greedy generation (spans) through the backend adapter
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_span_generation_on_the_bridge_equals_hooked_twin(pair: tuple[Any, Any], cut: bool) -> None:
+    """Cached greedy decoding on the Bridge (a Hugging Face cache) gives the tokens of re-running the whole
+    sequence, with and without a span cut in every step, and (on TL 3.x) the tokens of the hooked twin."""
+    from anchorlens.core.hooks import cut_edges_hooks
+    from anchorlens.spans import greedy_generate
+    from anchorlens.spans.generation import cut_matrix
+
+    bridge, hooked = pair
+    tokens, pos, layers = list(range(5, 17)), [2, 3, 4], [0]
+    spec = (pos, layers, "into") if cut else None
+    out = greedy_generate(bridge, tokens, 5, cut=spec, stop_at_eos=False)
+    seq = list(tokens)
+    for _ in range(5):  # the uncached reference: the whole sequence, the cut as a full matrix
+        in_span = torch.zeros(1, len(seq), dtype=torch.bool)
+        in_span[0, pos] = True
+        hooks = cut_edges_hooks(layers, cut_matrix(in_span, len(seq), "into")) if cut else []
+        with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
+            seq.append(int(bridge(torch.tensor([seq]))[0, -1].argmax()))
+    assert out == seq[len(tokens) :]
+    if hooked is not None:
+        assert greedy_generate(hooked, tokens, 5, cut=spec, stop_at_eos=False) == out
 
 
 def test_bridge_compression_equals_the_exact_masked_path(pair: tuple[Any, Any]) -> None:

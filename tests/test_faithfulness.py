@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import anchorlens as al
+from anchorlens.core.batch import sorted_batches
 from anchorlens.core.hooks import cut_edges_hooks
-from anchorlens.core.prompts import sorted_batches
 from anchorlens.experiments.faithfulness.compute import (
     FaithfulnessResult,
     _row_losses,

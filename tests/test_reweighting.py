@@ -8,15 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import anchorlens as al
-from anchorlens.experiments.reweighting import (
-    AnchorReweighting,
-    NonFiniteLoss,
-    ReweightingResult,
-    reweighting_hooks,
-    table1,
-    train_reweighting,
-    train_step,
-)
+from anchorlens.experiments.reweighting.module import AnchorReweighting, reweighting_hooks
+from anchorlens.experiments.reweighting.table import ReweightingResult, table1
+from anchorlens.experiments.reweighting.training import NonFiniteLoss, fit, train_reweighting, train_step
 from tests.conftest import make_toy_task
 
 
@@ -135,7 +129,7 @@ def test_only_beta_trains_and_the_model_is_untouched(tiny, toy_task) -> None:  #
     snapshot = params_snapshot(tiny)
     torch.set_grad_enabled(False)  # a notebook that disabled grad globally
     try:
-        log = module.fit(tiny, ps, epochs=2, lr=0.05)
+        log = fit(module, tiny, ps, epochs=2, lr=0.05)
     finally:
         torch.set_grad_enabled(True)
     assert log.steps == 8 and len(log.losses) == 8 and len(log.epoch_losses) == 2
@@ -145,7 +139,7 @@ def test_only_beta_trains_and_the_model_is_untouched(tiny, toy_task) -> None:  #
     assert all(torch.equal(snapshot[k], after[k]) for k in snapshot)
     assert all(not hp.fwd_hooks for hp in tiny.hook_dict.values())
     with torch.inference_mode(), pytest.raises(al.AnchorlensError, match="inference_mode"):
-        module.fit(tiny, ps, epochs=1)
+        fit(module, tiny, ps, epochs=1)
     with torch.inference_mode(), pytest.raises(al.AnchorlensError, match="inference_mode"):
         table1(tiny, toy_task, n=2, many_shots=2, aux_shots=1)
 
@@ -252,8 +246,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_beta(gpt2_like, toy_task) -> Non
     )
     assert len(train) == 2
     reference = AnchorReweighting.for_model(gpt2_like, toy_task, demos)
-    # exactly 2 good steps, on full prompts as the hooked run below (its hooks are not prefix-aware)
-    reference.fit(gpt2_like, train, epochs=1, lr=0.1, seed=0, prefix_cache=False)
+    # exactly 2 good steps, on full prompts as the hooked run below (its hooks are not prefix-safe)
+    fit(reference, gpt2_like, train, epochs=1, lr=0.1, seed=0, prefix="never")
 
     calls = {"n": 0}
 
@@ -263,7 +257,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_beta(gpt2_like, toy_task) -> Non
 
     module = AnchorReweighting.for_model(gpt2_like, toy_task, demos)
     with pytest.warns(RuntimeWarning, match=r"stopped at epoch 1, step 2: the loss is nan"):
-        log = module.fit(
+        log = fit(
+            module,
             gpt2_like,
             train,
             epochs=5,

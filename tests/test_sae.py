@@ -25,7 +25,7 @@ import torch
 from transformer_lens.hook_points import HookPoint
 
 import anchorlens as al
-from anchorlens.core.models import quiet_deprecation
+from anchorlens.core.backends import quiet_deprecation
 
 from .conftest import make_toy_task
 

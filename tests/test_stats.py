@@ -16,11 +16,12 @@ from anchorlens.experiments.compression.claim import compression_claim
 from anchorlens.experiments.deep.claim import deep_bands, deep_claim
 from anchorlens.experiments.deep.compute import DeepResult
 from anchorlens.experiments.diagnosis.claim import diagnosis_claim
-from anchorlens.experiments.diagnosis.compute import DiagnosisResult, confusion_spearman, pairwise_auc
+from anchorlens.experiments.diagnosis.compute import DiagnosisResult
+from anchorlens.experiments.diagnosis.confusion import confusion_spearman, pairwise_auc
 from anchorlens.experiments.isolation.claim import isolation_bands, isolation_claim
 from anchorlens.experiments.isolation.compute import IsolationResult, IsolationRun
 from anchorlens.experiments.reweighting.claim import reweighting_claim
-from anchorlens.experiments.reweighting.table1 import ReweightingResult
+from anchorlens.experiments.reweighting.table import ReweightingResult
 from anchorlens.experiments.saliency.claim import saliency_bands, saliency_claim
 from anchorlens.experiments.saliency.compute import SaliencyResult
 from anchorlens.stats.bootstrap import Interval, auc, band, bootstrap, paired_difference, proportion, wilson

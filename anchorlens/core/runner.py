@@ -7,41 +7,44 @@ caller's hooks are added before the experiment's own hooks, so at a shared hook 
 activation as the caller's hooks left it (see :mod:`anchorlens.core.hooks`). Everything runs under
 ``model.hooks(...)``, so nothing stays attached after an exception.
 
-Prefix reuse (:func:`forward_batches`' ``share_prefix`` and ``prefix_cache``): prompts sharing their
-demonstrations run them once, as a ``"prefix"`` batch (one row, ``hook_pattern`` ``[1, head, P, P]``), and each
-batch's queries on their key/value cache, as a ``"query"`` batch (``hook_pattern`` ``[batch, head, Q, P + Q]``:
-row ``i`` is prompt position ``P + i``, key column ``j`` prompt position ``j``; ``hook_k``/``hook_q`` see the query
-tokens only). A caller's hooks see only ``"full"`` batches unless the caller passes ``prefix_cache=True``;
-anchorlens' own hook functions are marked :func:`prefix_aware` and work on every kind.
+Prefix reuse (:func:`forward_batches`' ``prefix``, one policy: ``"never"``, ``"auto"``, ``"always"``; see
+:mod:`anchorlens.core.prefix`): prompts sharing their demonstrations run them once, as a ``"prefix"`` batch
+(one row, ``hook_pattern`` ``[1, head, P, P]``), and each batch's queries on their key/value cache, as a
+``"query"`` batch (``hook_pattern`` ``[batch, head, Q, P + Q]``: row ``i`` is prompt position ``P + i``, key
+column ``j`` prompt position ``j``; ``hook_k``/``hook_q`` see the query tokens only). A caller's hooks see only
+``"full"`` batches unless the caller passes ``prefix="always"``; anchorlens' own hook functions are marked
+:func:`~anchorlens.core.prefix.prefix_safe` and work on every kind.
 """
 
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from anchorlens.core.backends import forward_arguments, is_bridge, require_attention_edits
-from anchorlens.core.hooks import FwdHook
-from anchorlens.core.kvcache import (
-    PrefixCache,
-    empty_cache,
-    prefix_batch,
-    query_batch,
-    shared_prefix,
-    supports_prefix_cache,
-)
+from anchorlens.core.backends import is_bridge, require_attention_edits
+from anchorlens.core.batch import PromptBatch, sorted_batches
+from anchorlens.core.kvcache import PrefixCache, empty_cache, forward_arguments, query_batch
 from anchorlens.core.metrics import Predictions
-from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, pad_token_id, sorted_batches
+from anchorlens.core.prefix import (
+    PrefixPlan,
+    PrefixStore,
+    attached_safety,
+    combine,
+    full_prompts_only,
+    plan_prefix,
+    prefix_safe,
+    safety,
+)
+from anchorlens.core.prompts import IclPrompt
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import FwdHooks, Model, VocabLogits
+from anchorlens.types import FwdHook, FwdHooks, Model, PaddingSide, PrefixPolicy, VocabLogits
 
 # Hooks that depend on the batch (per-row positions): called once per padded batch.
 BatchHooks = Callable[[PromptBatch], FwdHooks]
@@ -112,7 +115,10 @@ def then(first: HookSpec, second: HookSpec) -> HookSpec:
     def hooks(batch: PromptBatch) -> list[FwdHook]:
         return [*_hooks_for(first, batch), *_hooks_for(second, batch)]
 
-    return prefix_aware(hooks) if _aware(first) and _aware(second) else hooks
+    mark = combine([safety(first), safety(second)])  # the pair is as exact as its less exact half
+    if mark is True:
+        return prefix_safe(hooks)
+    return full_prompts_only(hooks) if mark is False else hooks
 
 
 def _hooks_for(spec: HookSpec, batch: PromptBatch) -> list[FwdHook]:
@@ -132,124 +138,63 @@ def target_logits(
 
     On a ``HookedTransformer`` the unembedding runs on the target rows only (it is ~20% of a small
     model's compute otherwise); ``fwd_hooks`` are active for the whole forward pass; ``forward_kwargs``
-    (e.g. ``past_kv_cache``) go to the model's forward.
+    (e.g. a cache's) go to the model's forward through :func:`anchorlens.core.kvcache.forward_arguments`.
     """
     rows = torch.arange(len(batch), device=batch.tokens.device)
     require_attention_edits(model, (name for name, _ in fwd_hooks))  # once per model: no silent no-ops
+    arguments = forward_arguments(model, batch.attention_mask, forward_kwargs)
     # No hooks, no context: leaving model.hooks() walks every hook point (~2.5 ms on SmolLM2).
     with model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext(), running(batch):
         if hasattr(model, "ln_final") and hasattr(model, "unembed") and not is_bridge(model):
-            resid = model(
-                batch.tokens,
-                attention_mask=batch.attention_mask,
-                stop_at_layer=model.cfg.n_layers,
-                **forward_kwargs,
-            )
+            resid = model(batch.tokens, stop_at_layer=model.cfg.n_layers, **arguments)
             final = resid[rows, batch.target][:, None, :]
             return model.unembed(model.ln_final(final))[:, 0, :]
-        # On the Bridge a key/value cache becomes a Hugging Face one with explicit positions.
-        logits = model(batch.tokens, **forward_arguments(model, batch.attention_mask, forward_kwargs))
+        logits = model(batch.tokens, **arguments)
         return logits[rows, batch.target]
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+@dataclass(frozen=True)
+class LoopOptions:
+    """How :func:`forward_batches` batches and shows its passes.
 
+    Attributes:
+        batch_size: Prompts per forward pass (padded).
+        padding_side: ``"right"`` or ``"left"``.
+        progress: Show a progress bar (a string is used as its description, else ``desc``).
+        desc: The progress bar's default description.
+        batches: Other batches to run instead of ``sorted_batches(prompts)`` (e.g. queries on a cache).
+        forward_kwargs: Extra forward arguments per batch (e.g. a cache's ``forward_kwargs``).
+    """
 
-class PrefixCacheFallback(UserWarning):
-    """``prefix_cache=True`` was asked for prompts that do not share their demonstrations (or a model that
-    cannot run queries on a cache): the loop ran the full prompts instead."""
-
-
-def prefix_aware(fn: _F) -> _F:
-    """Mark a ``fwd_hooks`` function of the batch as working on ``"prefix"`` and ``"query"`` batches too
-    (anchorlens' own: :func:`anchorlens.isolate`, ``AnchorReweighting.hooks``), so passing it does not turn
-    prefix reuse off. Its hooks on a ``"prefix"`` batch must depend on the prefix alone."""
-    fn.prefix_aware = True  # type: ignore[attr-defined]
-    return fn
-
-
-def _aware(spec: HookSpec) -> bool:
-    return spec is None or (not callable(spec) and not spec) or bool(getattr(spec, "prefix_aware", False))
-
-
-def _attached_hooks_aware(model: Model) -> bool:
-    """Whether every hook attached to ``model`` before the loop (``with model.hooks(...)``) is
-    :func:`prefix_aware` (e.g. ``AnchorReweighting.applied``): others expect full prompts."""
-    for point in getattr(model, "hook_dict", {}).values():
-        for handle in getattr(point, "fwd_hooks", ()):
-            if not getattr(getattr(handle, "user_hook", None), "prefix_aware", False):
-                return False
-    return True
-
-
-@dataclass
-class PrefixPlan:
-    """How one loop reuses the shared demonstrations: the prefix batch, its cache (filled on first use; kept
-    across loop calls when ``store`` is given) and whether to refill it for every batch (grad mode: the
-    prefix's graph belongs to each batch's backward)."""
-
-    tokens: tuple[int, ...]
-    batch: PromptBatch
-    pad: int
-    store: dict[tuple[int, ...], PrefixCache]
-    per_batch: bool
-    caller_opted_in: bool
-
-
-def prefix_plan(
-    model: Model,
-    prompts: Sequence[IclPrompt],
-    fwd_hooks: HookSpec,
-    share_prefix: bool,
-    prefix_cache: bool | None,
-    store: dict[tuple[int, ...], PrefixCache] | None = None,
-) -> PrefixPlan | None:
-    """The loop's prefix reuse, or None for the full path: reuse needs the experiment's consent
-    (``share_prefix``), the caller's (``prefix_cache`` not False; their hooks prefix-aware or
-    ``prefix_cache=True``), prompts sharing their demonstrations and a model that caches keys and values.
-    Hooks attached to the model before the loop count as the caller's. ``prefix_cache=True`` on prompts that
-    cannot share warns (:class:`PrefixCacheFallback`)."""
-    if not share_prefix or prefix_cache is False:
-        return None
-    if not prefix_cache and not (_aware(fwd_hooks) and _attached_hooks_aware(model)):
-        return None
-    tokens = shared_prefix(prompts)
-    if tokens is None or not supports_prefix_cache(model):
-        if prefix_cache:
-            why = "do not share their demonstrations" if tokens is None else "run on a model without a cache"
-            warnings.warn(
-                f"prefix_cache=True but the prompts {why}; running the full prompts instead.",
-                PrefixCacheFallback,
-                stacklevel=3,
-            )
-        return None
-    batch = prefix_batch(prompts[0], getattr(model.cfg, "device", None))
-    own_store = store if store is not None else {}
-    per_batch = store is None and torch.is_grad_enabled()
-    return PrefixPlan(tokens, batch, pad_token_id(model), own_store, per_batch, bool(prefix_cache))
+    batch_size: int = 8
+    padding_side: PaddingSide = "right"
+    progress: bool | str = False
+    desc: str = "forward"
+    batches: Sequence[tuple[list[int], PromptBatch]] | None = None
+    forward_kwargs: Callable[[PromptBatch], dict[str, Any]] | None = None
 
 
 def _prefix_cache(model: Model, plan: PrefixPlan, hooks: Callable[[], FwdHooks]) -> PrefixCache:
     """The plan's prefix cache, running the prefix (under ``hooks``) when not cached yet or per batch."""
-    cached = None if plan.per_batch else plan.store.get(plan.tokens)
+    cached = None if plan.per_batch else plan.store.caches.get(plan.tokens)
     if cached is not None:
         return cached
     cache = empty_cache(model)
     keep = not plan.per_batch
     with torch.no_grad() if keep else nullcontext():
-        _checked_forward(model, plan.batch, hooks(), plan.caller_opted_in, past_kv_cache=cache)
-    filled = PrefixCache.from_filled(cache)
+        _checked_forward(model, plan.batch, hooks(), plan.caller_sees, **cache.forward_kwargs())
+    filled = cache.filled()
     if keep:
-        plan.store[plan.tokens] = filled.detached()
+        plan.store.caches[plan.tokens] = filled.detached()
     return filled
 
 
 def _checked_forward(
-    model: Model, batch: PromptBatch, hooks: FwdHooks, opted_in: bool, **kwargs: Any
+    model: Model, batch: PromptBatch, hooks: FwdHooks, caller_sees: bool, **kwargs: Any
 ) -> VocabLogits:
-    """:func:`target_logits`; on the cached path with the caller's hooks, an error not anchorlens' own
-    becomes an :class:`AnchorlensError` naming ``prefix_cache``."""
-    if not opted_in or batch.kind == "full":
+    """:func:`target_logits`; on the cached path under the caller's undeclared hooks (``prefix="always"``),
+    an error not anchorlens' own becomes an :class:`AnchorlensError` naming the policy."""
+    if not caller_sees or batch.kind == "full":
         return target_logits(model, batch, hooks, **kwargs)
     try:
         return target_logits(model, batch, hooks, **kwargs)
@@ -258,10 +203,10 @@ def _checked_forward(
     except Exception as e:
         raise AnchorlensError(
             f"A forward pass on the prefix-cache path ({batch.kind!r} batch, tokens "
-            f"{tuple(batch.tokens.shape)}) failed with {type(e).__name__}: {e}. With prefix_cache=True your "
+            f"{tuple(batch.tokens.shape)}) failed with {type(e).__name__}: {e}. With prefix='always' your "
             "fwd_hooks see the demonstrations alone and then the queries on their key/value cache "
-            "(hook_pattern [batch, head, query_len, prefix_len + query_len]); pass prefix_cache=False to "
-            "run full prompts."
+            "(hook_pattern [batch, head, query_len, prefix_len + query_len]); pass prefix='auto' or 'never' "
+            "to run full prompts."
         ) from e
 
 
@@ -271,62 +216,53 @@ def forward_batches(
     *,
     fwd_hooks: HookSpec = None,
     own_hooks: BatchHooks | None = None,
-    batch_size: int = 8,
-    padding_side: PaddingSide = "right",
-    progress: bool | str = False,
-    desc: str = "forward",
-    batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
-    forward_kwargs: Callable[[PromptBatch], dict[str, Any]] | None = None,
-    share_prefix: bool = False,
-    prefix_cache: bool | None = None,
-    prefix_store: dict[tuple[int, ...], PrefixCache] | None = None,
+    options: LoopOptions | None = None,
+    prefix: PrefixPolicy = "auto",
+    store: PrefixStore | None = None,
 ) -> Iterator[tuple[list[int], PromptBatch, VocabLogits]]:
     """Run ``prompts`` in padded batches (longest first); yield ``(indices, batch, target logits)``.
 
     Args:
         fwd_hooks: The caller's hooks (a list, or a function of the batch), added first.
-        own_hooks: The experiment's hooks for each batch, added after the caller's.
-        batches: Other batches to run instead of ``sorted_batches(prompts)`` (e.g. queries on a cache).
-        forward_kwargs: Extra forward arguments per batch (e.g. ``past_kv_cache``).
-        progress: Show a progress bar (a string is used as its description, else ``desc``).
-        share_prefix: The experiment's consent to prefix reuse (its result is provably the full prompt's):
-            when the prompts share their demonstrations, the demonstrations run once (a ``"prefix"`` batch,
-            under the hooks) and each ``"full"`` batch runs as a ``"query"`` batch on their key/value cache
-            (right-padded), yielded as such (see :mod:`anchorlens.core.kvcache` for its coordinates).
-        prefix_cache: The caller's consent: None (default) reuses only when ``fwd_hooks`` are empty or
-            anchorlens' own (:func:`prefix_aware`), so a caller's hooks always see full prompts; True lets
-            the caller's hooks see prefix and query batches (``hook_pattern`` of a query batch is
-            ``[batch, head, query_len, prefix_len + query_len]``); False never reuses.
-        prefix_store: Keep the prefix cache here across loop calls (the prefix's hooks must not change
-            between calls; the cache carries no gradient).
+        own_hooks: The experiment's hooks for each batch, added after the caller's. Their
+            :func:`~anchorlens.core.prefix.prefix_safe` mark is the experiment's consent to prefix reuse
+            (none: the experiment reads the target logits alone, which reuse leaves exact).
+        options: Batch size, padding side, progress bar, other batches (:class:`LoopOptions`).
+        prefix: The prefix policy (:mod:`anchorlens.core.prefix`): ``"never"``, ``"auto"`` or ``"always"``.
+            Under reuse, the demonstrations run once (a ``"prefix"`` batch, under the hooks) and each
+            ``"full"`` batch runs as a ``"query"`` batch on their key/value cache (right-padded), yielded as
+            such (see :mod:`anchorlens.core.kvcache` for its coordinates).
+        store: Keep the prefix cache there across loop calls (the cache carries no gradient).
 
     Grad mode is the caller's: wrap the loop in ``torch.no_grad()`` or ``torch.enable_grad()``. The logits
     carry the graph of their forward pass, so a loss on them can be differentiated after the hooks are gone.
-    Under grad, the prefix runs again for every batch (unless ``prefix_store``), inside that batch's graph.
+    Under grad, the prefix runs again for every batch (unless ``store``), inside that batch's graph.
     """
+    opts = options or LoopOptions()
     if fwd_hooks is not None and not callable(fwd_hooks):
         fwd_hooks = check_hooks(model, fwd_hooks)  # before any forward pass
-    runs = batches if batches is not None else sorted_batches(model, prompts, batch_size, padding_side)
-    plan = prefix_plan(model, prompts, fwd_hooks, share_prefix, prefix_cache, prefix_store)
-    bar = tqdm(
-        total=len(prompts),
-        desc=progress if isinstance(progress, str) else desc,
-        disable=not progress,
-        unit="prompt",
+    runs: Iterable[tuple[list[int], PromptBatch]] = (
+        opts.batches
+        if opts.batches is not None
+        else sorted_batches(model, prompts, opts.batch_size, opts.padding_side)
     )
+    hooks_mark = combine([safety(fwd_hooks), attached_safety(model)])
+    plan = plan_prefix(model, prompts, prefix, hooks=hooks_mark, own=safety(own_hooks), store=store)
+    desc = opts.progress if isinstance(opts.progress, str) else opts.desc
+    bar = tqdm(total=len(prompts), desc=desc, disable=not opts.progress, unit="prompt")
 
     def hooks_for(batch: PromptBatch) -> list[FwdHook]:
         return [*resolve_hooks(model, fwd_hooks, batch), *(own_hooks(batch) if own_hooks else [])]
 
     with bar:
         for index, batch in runs:
-            kwargs = forward_kwargs(batch) if forward_kwargs else {}
+            kwargs = opts.forward_kwargs(batch) if opts.forward_kwargs else {}
             if plan is not None and batch.kind == "full":
                 cache = _prefix_cache(model, plan, lambda: hooks_for(plan.batch))
                 batch = query_batch(batch.prompts, batch.indices, plan.pad, batch.tokens.device)
                 kwargs = {**kwargs, **cache.forward_kwargs(len(batch))}
-            opted_in = plan is not None and plan.caller_opted_in
-            yield index, batch, _checked_forward(model, batch, hooks_for(batch), opted_in, **kwargs)
+            caller_sees = plan is not None and plan.caller_sees
+            yield index, batch, _checked_forward(model, batch, hooks_for(batch), caller_sees, **kwargs)
             bar.update(len(index))
 
 
@@ -366,6 +302,25 @@ def observe_batches(
         yield index, batch
 
 
+def collect_predictions(
+    model: Model,
+    prompts: Sequence[IclPrompt],
+    *,
+    fwd_hooks: HookSpec = None,
+    own_hooks: BatchHooks | None = None,
+    options: LoopOptions | None = None,
+    prefix: PrefixPolicy = "auto",
+    top_k: int = 5,
+) -> Predictions:
+    """Every prompt's :class:`Predictions` from one loop (without grad) with the experiment's ``own_hooks``
+    (e.g. isolation's cuts) after the caller's ``fwd_hooks``."""
+    out = PredictionBuffer(prompts, top_k)
+    loop = dict(fwd_hooks=fwd_hooks, own_hooks=own_hooks, options=options, prefix=prefix)
+    for _ in observe_batches(model, prompts, out, **loop):
+        pass
+    return out.result()
+
+
 def predict(
     model: Model,
     prompts: Sequence[IclPrompt],
@@ -375,12 +330,12 @@ def predict(
     top_k: int = 5,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> Predictions:
     """Predict every prompt: label-word logits, top-k vocabulary tokens and gold labels.
 
     Args:
-        model: A ``HookedTransformer`` (or anything with ``hooks()``, ``cfg`` and a tokenizer).
+        model: A ``HookedTransformer`` or ``TransformerBridge``.
         prompts: From :func:`anchorlens.build_prompts`.
         fwd_hooks: ``(hook_name, fn)`` pairs applied during every forward pass, or a function of the
             :class:`PromptBatch` returning them (for hooks that need each row's positions).
@@ -388,15 +343,11 @@ def predict(
         top_k: How many top vocabulary tokens to keep per prompt (for word loyalty).
         padding_side: ``"right"`` (the paper) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
-        prefix_cache: Run the shared demonstrations once and the queries on their key/value cache: None
-            (default) when ``fwd_hooks`` are empty or anchorlens' own, True also with your hooks (they then
-            see ``"prefix"`` and ``"query"`` batches), False never (see :func:`forward_batches`).
+        prefix: Run the shared demonstrations once and the queries on their key/value cache: ``"auto"``
+            (default) when ``fwd_hooks`` are empty or anchorlens' own, ``"always"`` also with your hooks
+            (they then see ``"prefix"`` and ``"query"`` batches), ``"never"`` (see :mod:`anchorlens.core.prefix`).
     """
-    out = PredictionBuffer(prompts, top_k)
-    loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="predict"
+    options = LoopOptions(batch_size, padding_side, progress, desc="predict")
+    return collect_predictions(
+        model, prompts, fwd_hooks=fwd_hooks, options=options, prefix=prefix, top_k=top_k
     )
-    loop.update(share_prefix=True, prefix_cache=prefix_cache)
-    for _ in observe_batches(model, prompts, out, fwd_hooks=fwd_hooks, **loop):
-        pass
-    return out.result()

@@ -33,8 +33,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from anchorlens.core.batch import PromptBatch
 from anchorlens.core.hooks import FwdHook, cut_edges_hooks
-from anchorlens.core.prompts import IclPrompt, PromptBatch, get_tokenizer
+from anchorlens.core.prompts import IclPrompt, get_tokenizer
 from anchorlens.core.runner import then
 from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError

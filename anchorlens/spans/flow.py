@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from anchorlens.core.batch import PromptBatch
 from anchorlens.core.hooks import capture_hooks
-from anchorlens.core.prompts import PromptBatch
-from anchorlens.core.runner import BatchHooks, HookSpec, forward_batches
+from anchorlens.core.runner import BatchHooks, HookSpec, LoopOptions, forward_batches
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.saliency.compute import pattern_gradients
 from anchorlens.spans.prompts import SpanPrompt
@@ -104,8 +104,10 @@ def span_forward(
         return hooks + (capture_hooks({last: n_layers - 1}, lambda x, _: x, store) if multi else [])
 
     views = [p.as_icl() for p in prompts]
-    loop: dict[str, Any] = dict(batch_size=batch_size, padding_side="right", progress=progress, desc=desc)
-    for index, batch, logits in forward_batches(model, views, fwd_hooks=fwd_hooks, own_hooks=own, **loop):
+    options = LoopOptions(batch_size, "right", progress, desc)
+    # span prompts have no demonstrations to share: full prompts
+    loop: dict[str, Any] = dict(fwd_hooks=fwd_hooks, own_hooks=own, options=options, prefix="never")
+    for index, batch, logits in forward_batches(model, views, **loop):
         resid = store.get("hook_resid_post", {}).get(n_layers - 1)
         yield index, batch, row_losses(model, [prompts[i] for i in index], batch, logits, resid)
 

@@ -11,14 +11,14 @@ Cuts are :func:`anchorlens.core.hooks.cut_edges_hooks` (``-inf`` before the soft
 - ``delta_logprob``: the target's score under the cut minus without it, the score being minus the span
   prompt's loss (the target tokens' summed log-probability; the log-probability among ``choices``; or
   the logit difference target - contrast). Negative: the span's flow helped the target;
-- generation: greedy decoding on a TransformerLens key/value cache with the cut in every step (the text's
-  pass, then each generated token's row), against the same decoding without it.
+- generation: greedy decoding on a key/value cache (:mod:`anchorlens.core.generate`, either backend) with
+  the cut in every step (the text's pass, then each generated token's row), against the same decoding
+  without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,14 +26,17 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from anchorlens.core.hooks import FwdHook, cut_edges_hooks
-from anchorlens.core.prompts import PromptBatch, get_tokenizer
-from anchorlens.core.runner import HookSpec, check_hooks, then
+from anchorlens.core import generate
+from anchorlens.core.batch import PromptBatch
+from anchorlens.core.hooks import cut_edges_hooks
+from anchorlens.core.kvcache import model_device
+from anchorlens.core.prompts import get_tokenizer
+from anchorlens.core.runner import HookSpec, then
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.isolation.compute import resolve_layers
 from anchorlens.spans.flow import check_same_spans, span_forward
 from anchorlens.spans.prompts import SpanPrompt, random_span
-from anchorlens.types import Model
+from anchorlens.types import FwdHook, Model
 
 Direction = Literal["into", "out"]
 CutMask = Bool[Tensor, "batch query key"]
@@ -112,36 +115,23 @@ def greedy_generate(
     mode: str = "pre",
     stop_at_eos: bool = True,
 ) -> list[int]:
-    """The model's greedy continuation of ``tokens`` (up to ``k`` tokens, ending early at end-of-sequence
-    when ``stop_at_eos``), decoded on a TransformerLens key/value cache. ``cut = (positions, layers,
-    direction)`` cuts the span's edges in those layers in the text's pass and in every generated step.
-    ``fwd_hooks`` (a list) are active in every step, before the cut."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    """The model's greedy continuation of ``tokens`` (:func:`anchorlens.core.generate.greedy_generate`: up to
+    ``k`` tokens on a key/value cache, either backend). ``cut = (positions, layers, direction)`` cuts the
+    span's edges in those layers in the text's pass and in every generated step. ``fwd_hooks`` (a list) are
+    active in every step, before the cut."""
+    if cut is None:
+        return generate.greedy_generate(model, tokens, k, fwd_hooks=fwd_hooks, stop_at_eos=stop_at_eos)
+    positions, layers, direction = cut
+    in_span = torch.zeros(1, len(tokens) + k, dtype=torch.bool, device=model_device(model))
+    in_span[0, list(positions)] = True
 
-    hooks = check_hooks(model, list(fwd_hooks))
-    device = model.cfg.device
-    eos = getattr(getattr(model, "tokenizer", None), "eos_token_id", None) if stop_at_eos else None
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch_size=1)
-    in_span = torch.zeros(1, len(tokens) + k, dtype=torch.bool, device=device)
-    if cut is not None:
-        in_span[0, list(cut[0])] = True
-    inp = torch.tensor([list(tokens)], device=device)
-    n_seen, out = 0, []
-    with torch.no_grad():
-        for _ in range(k):
-            n_seen += inp.shape[1]
-            step = list(hooks)
-            if cut is not None:
-                mask = cut_matrix(in_span[:, :n_seen], inp.shape[1], cut[2])
-                step += cut_edges_hooks(cut[1], mask, mode) if bool(mask.any()) else []
-            with model.hooks(fwd_hooks=step) if step else nullcontext():
-                logits = model(inp, attention_mask=torch.ones_like(inp), past_kv_cache=cache)
-            nxt = int(logits[0, -1].argmax())
-            if eos is not None and nxt == eos:
-                break
-            out.append(nxt)
-            inp = torch.tensor([[nxt]], device=device)
-    return out
+    def step(seen: int, new: int) -> list[FwdHook]:
+        mask = cut_matrix(in_span[:, :seen], new, direction)
+        return cut_edges_hooks(layers, mask, mode) if bool(mask.any()) else []
+
+    return generate.greedy_generate(
+        model, tokens, k, fwd_hooks=fwd_hooks, step_hooks=step, stop_at_eos=stop_at_eos
+    )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from anchorlens.core.generate import greedy_generate
 from anchorlens.core.prompts import IclPrompt, get_tokenizer
 from anchorlens.errors import AnchorlensError
 from anchorlens.types import Model
@@ -301,8 +302,6 @@ def span_prompt(
         if generate is None or generate < 1:
             raise AnchorlensError("Give a target continuation, or generate=k (>= 1) for the model's own.")
         _check_fits(len(tokens), generate, max_tokens)
-        from anchorlens.spans.generation import greedy_generate
-
         ids = tuple(greedy_generate(model, tokens, generate))
         if not ids:
             raise AnchorlensError("The model ended the text at once (end-of-sequence); no target to score.")

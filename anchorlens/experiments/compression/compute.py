@@ -42,16 +42,24 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from anchorlens.core.hooks import FwdHook, cut_edges_hooks, restart_positions_hook
-from anchorlens.core.kvcache import PrefixCache, empty_cache, prefix_batch, query_batch
+from anchorlens.core.batch import PromptBatch, pad_token_id
+from anchorlens.core.hooks import cut_edges_hooks, restart_positions_hook
+from anchorlens.core.kvcache import PrefixCache, empty_cache, model_device, prefix_batch, query_batch
 from anchorlens.core.metrics import Predictions, label_loyalty, word_loyalty
-from anchorlens.core.prompts import IclPrompt, PromptBatch, PromptSet, build_prompt, pad_token_id
-from anchorlens.core.runner import HookSpec, PredictionBuffer, forward_batches, predict, then
+from anchorlens.core.prefix import check_policy
+from anchorlens.core.prompts import IclPrompt, PromptSet, build_prompt
+from anchorlens.core.runner import (
+    HookSpec,
+    LoopOptions,
+    PredictionBuffer,
+    collect_predictions,
+    forward_batches,
+    predict,
+)
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import Model
+from anchorlens.types import FwdHook, Model, PrefixPolicy
 
 POSITIONS = ("original", "compacted", "restart")
-METHODS = ("full", "text_anchor", "hidden_random", "hidden_random_top", "hidden_anchor")
 
 
 def anchor_positions(prompt: IclPrompt) -> tuple[int, ...]:
@@ -137,10 +145,6 @@ class AnchorCache:
     def mask(self) -> Int[Tensor, " kept"]:
         return self.cache.mask
 
-    def for_batch(self, batch_size: int) -> Any:
-        """A frozen ``TransformerLensKeyValueCache`` of this cache expanded to ``batch_size`` rows."""
-        return self.cache.forward_kwargs(batch_size)["past_kv_cache"]
-
 
 def build_anchor_cache(
     model: Model,
@@ -190,17 +194,12 @@ def demonstration_cache(model: Model, prompt: IclPrompt, fwd_hooks: HookSpec = N
     """The key/values of every demonstration token of ``prompt``, from one ``"prefix"`` pass (no grad) under
     the caller's ``fwd_hooks``."""
     cache = empty_cache(model)
-    prefix = prefix_batch(prompt, model.cfg.device)
+    prefix: list[tuple[list[int], PromptBatch]] = [([], prefix_batch(prompt, model_device(model)))]
+    options = LoopOptions(batches=prefix, forward_kwargs=lambda _: cache.forward_kwargs())
     with torch.no_grad():
-        for _ in forward_batches(
-            model,
-            [prompt],
-            fwd_hooks=fwd_hooks,
-            batches=[([], prefix)],
-            forward_kwargs=lambda _: {"past_kv_cache": cache},
-        ):
+        for _ in forward_batches(model, [prompt], fwd_hooks=fwd_hooks, options=options):
             pass
-    return PrefixCache.from_filled(cache)
+    return cache.filled()
 
 
 def predict_compressed(
@@ -234,7 +233,7 @@ def predict_compressed(
             f"A query has {longest} tokens but only {limit} positions are left after the cached demonstrations; "
             "use shorter queries or fewer demonstrations."
         )
-    pad, device = pad_token_id(model), model.cfg.device
+    pad, device = pad_token_id(model), model_device(model)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     column = {pos: c for c, pos in enumerate(anchor.kept)}
     # "original": the first query token sits right after the demonstrations
@@ -255,9 +254,11 @@ def predict_compressed(
         return anchor.cache.forward_kwargs(len(batch))
 
     out = PredictionBuffer(prompts, top_k)
+    options = LoopOptions(batches=batches, forward_kwargs=cache)
     with torch.no_grad():
-        loop: dict[str, Any] = dict(own_hooks=restart, batches=batches, forward_kwargs=cache)
-        for index, _, logits in forward_batches(model, prompts, fwd_hooks=fwd_hooks, **loop):
+        for index, _, logits in forward_batches(
+            model, prompts, fwd_hooks=fwd_hooks, own_hooks=restart, options=options
+        ):
             out.add(index, logits)
     return out.result()
 
@@ -284,7 +285,10 @@ def predict_masked(
             cut[r, off + p.query_start : off + len(p), dropped] = True
         return cut_edges_hooks(range(model.cfg.n_layers), cut, "pre")
 
-    return predict(model, prompts, batch_size=batch_size, fwd_hooks=then(fwd_hooks, hooks), top_k=top_k)
+    # the exact path is full prompts by definition (its cuts are in full-prompt coordinates)
+    options = LoopOptions(batch_size)
+    loop: dict[str, Any] = dict(fwd_hooks=fwd_hooks, own_hooks=hooks, options=options, prefix="never")
+    return collect_predictions(model, prompts, top_k=top_k, **loop)
 
 
 def text_anchor_prompts(
@@ -352,10 +356,6 @@ class CompressionResult:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}
         out["predictions"] = {k: p.to_json() for k, p in self.predictions.items()}
         out["achieved_over_ideal"] = None if self.speedup is None else self.speedup / self.ideal_speedup
-        out["hidden_anchor_beats_baselines_on_label_loyalty"] = all(
-            self.methods["hidden_anchor"]["label_loyalty"] > self.methods[m]["label_loyalty"]
-            for m in ("text_anchor", "hidden_random", "hidden_random_top")
-        )
         return out
 
 
@@ -385,6 +385,7 @@ def compression(
     timing: bool = True,
     timing_queries: int = 8,
     progress: bool = False,
+    prefix: PrefixPolicy = "auto",
 ) -> CompressionResult:
     """Run Hidden_anchor and the paper's baselines against the full prompts, and time the speed-up.
 
@@ -401,9 +402,12 @@ def compression(
         timing: Also time the full and the compressed loops, at batch size 1 and ``batch_size``.
         timing_queries: Time them on the first this many queries only (the loops' cost per query does not
             depend on n; the full loop runs every prompt whole, without prefix reuse).
+        prefix: The prefix policy of the full and Text_anchor prompts' runs (see :func:`anchorlens.predict`).
     """
     demos, task = _demonstration_set(prompts)
+    check_policy(prefix)
     kw: dict[str, Any] = dict(batch_size=batch_size, fwd_hooks=fwd_hooks)
+    full_kw: dict[str, Any] = dict(kw, prefix=prefix)
     first = prompts[0]
 
     # one pass of the demonstrations, sliced for every method
@@ -417,11 +421,11 @@ def compression(
 
     steps = tqdm(total=4 + n_random_top, desc="compression", disable=not progress)
     with steps:
-        ref = predict(model, prompts, **kw)
+        ref = predict(model, prompts, **full_kw)
         steps.update()
         methods = {"full": _scores(ref, ref)}
         text = text_anchor_prompts(model, prompts, task, demos.demos)
-        preds = {"full": ref, "text_anchor": predict(model, text, **kw)}
+        preds = {"full": ref, "text_anchor": predict(model, text, **full_kw)}
         methods["text_anchor"] = _scores(preds["text_anchor"], ref)
         steps.update()
         draws = [run(random_anchor_positions(first, seed + i))[1] for i in range(max(1, n_random_top))]
@@ -459,7 +463,7 @@ def _speed(
     timings: dict[str, float] = {}
     for size, suffix in ((1, "bs1"), (batch_size, "batched")):
         kw: dict[str, Any] = dict(batch_size=size, fwd_hooks=fwd_hooks)
-        _, timings[f"full_{suffix}"] = _timed(lambda kw=kw: predict(model, prompts, prefix_cache=False, **kw))
+        _, timings[f"full_{suffix}"] = _timed(lambda kw=kw: predict(model, prompts, prefix="never", **kw))
         _, timings[f"anchor_{suffix}"] = _timed(
             lambda kw=kw: predict_compressed(model, prompts, anchor, **kw)
         )

@@ -24,17 +24,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from anchorlens.core.batch import PromptBatch
 from anchorlens.core.hooks import capture_hooks, pattern_name
-from anchorlens.core.layers import layer_thirds
+from anchorlens.core.layers import third_means
 from anchorlens.core.metrics import Predictions
-from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch
-from anchorlens.core.runner import HookSpec, PredictionBuffer, observe_batches
+from anchorlens.core.prefix import prefix_safe
+from anchorlens.core.prompts import IclPrompt
+from anchorlens.core.runner import HookSpec, LoopOptions, PredictionBuffer, observe_batches
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import Model
+from anchorlens.types import Model, PaddingSide, PrefixPolicy
 
 # The verdict "AUCROC rises in deep layers" needs the deep third's mean AUC to exceed the shallow third's
 # by at least this much (AUC differences below it are within the noise of ~100 prompts).
-RISE = 0.05
 
 
 def auc_by_class(
@@ -136,19 +137,16 @@ class DeepResult:
                 self.predictions.predictions.numpy(), minlength=self.attention.shape[2]
             ).tolist(),
         }
-        shallow_layers, _, deep_layers = layer_thirds(self.n_layers)
         for against, suffix in (("prediction", ""), ("gold", "_gold")):
             aucs, r, note = self.curve(against)
             out[f"aucroc{suffix}"] = list(aucs)
             out[f"R{suffix}"] = list(r) if r is not None else None
             if note:
                 out[f"note{suffix}"] = note
-            if None not in aucs and shallow_layers and deep_layers:
-                shallow = float(np.mean([aucs[i] for i in shallow_layers]))
-                deep = float(np.mean([aucs[i] for i in deep_layers]))
+            shallow, _, deep = third_means(aucs) if None not in aucs else (None, None, None)  # type: ignore[arg-type]
+            if shallow is not None and deep is not None:  # estimates; the verdict is the claim's
                 out[f"mean_aucroc_shallow_third{suffix}"] = shallow
                 out[f"mean_aucroc_deep_third{suffix}"] = deep
-                out[f"aucroc_rises_in_deep_layers{suffix}"] = deep - shallow >= RISE
         out["attention"] = self.attention.tolist()
         out["predictions"] = self.predictions.to_json()
         return out
@@ -172,14 +170,14 @@ def deep(
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> DeepResult:
     """Target -> label-word attention per layer and class, AUCROC_l and R_l, in one forward per batch.
 
     ``fwd_hooks`` (the caller's, see :mod:`anchorlens.core.runner`) run before the capture, so the attention read
     is the one the modified model uses, and the predictions are the modified model's. The target and the
     label words' columns are read from each query batch on the demonstrations' cache when prompts share them
-    (``prefix_cache``, see :func:`anchorlens.predict`).
+    (``prefix``, see :func:`anchorlens.predict`).
 
     Raises:
         AnchorlensError: no prompts, or prompts whose demonstrations lack a class.
@@ -192,6 +190,7 @@ def deep(
     preds = PredictionBuffer(prompts)
     store: dict[str, dict[int, Tensor]] = {}
 
+    @prefix_safe  # the capture reads the target's row, which a query batch holds
     def own(batch: PromptBatch) -> list[Any]:
         missing = set(range(n_classes)) - set(batch.demo_labels[0].tolist())
         if missing:
@@ -204,11 +203,9 @@ def deep(
         names = {pattern_name(layer): layer for layer in range(n_layers)}
         return capture_hooks(names, lambda pattern, _: target_to_labels(pattern, batch), store)
 
-    loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, desc="deep"
-    )
-    loop.update(share_prefix=True, prefix_cache=prefix_cache)
-    for index, batch in observe_batches(model, prompts, preds, fwd_hooks=fwd_hooks, own_hooks=own, **loop):
+    options = LoopOptions(batch_size, padding_side, progress, desc="deep")
+    loop: dict[str, Any] = dict(fwd_hooks=fwd_hooks, own_hooks=own, options=options, prefix=prefix)
+    for index, batch in observe_batches(model, prompts, preds, **loop):
         got = store.get("hook_pattern", {})
         demo = torch.stack([got[layer] for layer in range(n_layers)], 1).float().cpu()  # [b, L, demo]
         by_class = torch.zeros(len(batch), n_layers, n_classes)

@@ -36,13 +36,14 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from anchorlens.core.batch import PromptBatch, sorted_batches
 from anchorlens.core.hooks import FwdHook, cut_edges_hooks, gradient_multiplier_hooks, pattern_name
 from anchorlens.core.models import frozen
-from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, sorted_batches
-from anchorlens.core.runner import HookSpec, forward_batches
+from anchorlens.core.prompts import IclPrompt
+from anchorlens.core.runner import HookSpec, LoopOptions, forward_batches
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.saliency.compute import flow_masks
-from anchorlens.types import Model, Pattern, VocabLogits
+from anchorlens.types import Model, PaddingSide, Pattern, VocabLogits
 
 GROUPS = ("S_wp", "S_pq", "S_ww")
 Points = Float[Tensor, "layer group"]
@@ -127,9 +128,11 @@ def _row_losses(logits: VocabLogits, batch: PromptBatch) -> Float[Tensor, " batc
 def _run(
     model: Model, batch: PromptBatch, index: list[int], fwd_hooks: HookSpec, own: list[FwdHook]
 ) -> VocabLogits:
-    """One forward pass of ``batch``: the caller's hooks first, then ``own``."""
+    """One forward pass of ``batch`` (whole prompts: the cuts and masks are in their coordinates): the
+    caller's hooks first, then ``own``."""
+    options = LoopOptions(batches=[(index, batch)])
     runs = forward_batches(
-        model, batch.prompts, fwd_hooks=fwd_hooks, own_hooks=lambda b: own, batches=[(index, batch)]
+        model, batch.prompts, fwd_hooks=fwd_hooks, own_hooks=lambda b: own, options=options, prefix="never"
     )
     for _, _, logits in runs:
         return logits

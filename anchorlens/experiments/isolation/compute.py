@@ -28,12 +28,14 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from anchorlens.core.backends import require_attention_edits
-from anchorlens.core.hooks import FwdHook, cut_edges_hooks
+from anchorlens.core.batch import PromptBatch
+from anchorlens.core.hooks import cut_edges_hooks
 from anchorlens.core.metrics import Predictions, label_loyalty, word_loyalty
-from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch
-from anchorlens.core.runner import HookSpec, predict, prefix_aware, then
+from anchorlens.core.prefix import check_policy, full_prompts_only, prefix_safe
+from anchorlens.core.prompts import IclPrompt
+from anchorlens.core.runner import HookSpec, LoopOptions, collect_predictions, predict
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import Model
+from anchorlens.types import FwdHook, Model, PaddingSide, PrefixPolicy
 
 ANCHORS = ("label", "random")
 LAYER_SETS = ("first", "last")
@@ -134,13 +136,18 @@ def isolate(
     layers = list(layers)
 
     def hooks(batch: PromptBatch) -> list[FwdHook]:
-        if batch.kind == "prefix":  # the shared demonstrations: any prompt's positions are theirs
+        if batch.kind != "full" and anchors != "label":
+            raise AnchorlensError(
+                f"Random-word isolation met a {batch.kind!r} batch: its positions differ per prompt, so it "
+                "needs full prompts (its hooks are marked full_prompts_only)."
+            )
+        if batch.kind == "prefix":  # the shared demonstrations: any prompt's label words are theirs
             return cut_edges_hooks(layers, isolation_mask(batch, [chosen[0]]), mode)
         return isolation_hooks(batch, [chosen[i] for i in batch.indices], layers, mode)
 
     # Label words are the same positions for every prompt sharing the demonstrations, so the prefix can be
-    # cut once for all queries; random words differ per prompt, so they need full prompts.
-    return prefix_aware(hooks) if anchors == "label" else hooks
+    # cut once for all queries; random words differ per prompt, so their cut prefixes differ too.
+    return prefix_safe(hooks) if anchors == "label" else full_prompts_only(hooks)
 
 
 @dataclass(frozen=True)
@@ -227,7 +234,7 @@ def isolation(
     reference: Predictions | None = None,
     fwd_hooks: HookSpec = None,
     progress: bool = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> IsolationResult:
     """Isolate label words or random words in the first or last k layers; loyalties vs the unmodified run.
 
@@ -242,9 +249,9 @@ def isolation(
         reference: The unmodified run, if already computed (else it is computed here, with ``fwd_hooks``).
         fwd_hooks: The caller's hooks, active in the reference run and in every isolated run (before the
             cuts), so loyalties compare isolated vs not isolated on the caller's modified model.
-        prefix_cache: Run the shared demonstrations once (see :func:`anchorlens.predict`); label-word
-            isolation cuts edges inside the demonstrations, so it reuses them; random words (per prompt)
-            run full prompts.
+        prefix: The prefix policy (see :func:`anchorlens.predict`): label-word isolation cuts the same
+            edges inside the shared demonstrations for every prompt, so it may reuse them; random words
+            (per prompt) run full prompts under every policy (with a warning under ``"always"``).
     """
     if len(prompts) == 0:
         raise AnchorlensError("No prompts to isolate.")
@@ -253,10 +260,11 @@ def isolation(
     for a in anchors:
         if a not in ANCHORS:
             raise AnchorlensError(f"anchors must be among {ANCHORS}, got {a!r}.")
+    check_policy(prefix)
     # Refuse a model that would ignore the cuts before even the reference run.
     require_attention_edits(model, ("hook_attn_scores" if mode == "pre" else "hook_pattern",))
     n_layers = model.cfg.n_layers
-    kw: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side, prefix_cache=prefix_cache)
+    kw: dict[str, Any] = dict(batch_size=batch_size, padding_side=padding_side, prefix=prefix)
     ref = (
         reference
         if reference is not None
@@ -268,7 +276,11 @@ def isolation(
             for k in ks:
                 cut = isolate(prompts, resolve_layers(n_layers, s, k), anchors=a, mode=mode, seed=seed)
                 desc = f"{a} words, {s} {k} layers" if progress else False
-                pred = predict(model, prompts, fwd_hooks=then(fwd_hooks, cut), progress=desc, **kw)
+                options = LoopOptions(batch_size, padding_side, desc)
+                # the cuts are the experiment's own hooks: their mark, not the caller's policy, decides reuse
+                pred = collect_predictions(
+                    model, prompts, fwd_hooks=fwd_hooks, own_hooks=cut, options=options, prefix=prefix
+                )
                 loyal = (label_loyalty(pred, ref), word_loyalty(pred, ref))
                 runs.append(IsolationRun(a, s, k, *loyal, pred.accuracy, predictions=pred))
     return IsolationResult(tuple(runs), ref, mode)

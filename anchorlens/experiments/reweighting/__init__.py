@@ -5,7 +5,7 @@
   saving and loading with a metadata record that refuses another model, task or demonstrations;
 - :mod:`~anchorlens.experiments.reweighting.training`: :func:`fit` with :class:`TrainConfig` (Adam, lr 0.01, 10 epochs,
   batch 1, the model frozen), :func:`train_reweighting` (the paper's setup), :class:`TrainingLog`;
-- :mod:`~anchorlens.experiments.reweighting.table1`: :func:`table1`, the experiment, and :class:`ReweightingResult`.
+- :mod:`~anchorlens.experiments.reweighting.table`: :func:`table1`, the experiment, and :class:`ReweightingResult`.
 """
 
 # ruff: noqa: F401  (TYPE_CHECKING re-exports; __all__ comes from the lazy table)
@@ -22,8 +22,8 @@ _LAZY = {
     "check_classes": "anchorlens.experiments.reweighting.module",
     "demonstrations_fingerprint": "anchorlens.experiments.reweighting.module",
     "reweighting_hooks": "anchorlens.experiments.reweighting.module",
-    "ReweightingResult": "anchorlens.experiments.reweighting.table1",
-    "table1": "anchorlens.experiments.reweighting.table1",
+    "ReweightingResult": "anchorlens.experiments.reweighting.table",
+    "table1": "anchorlens.experiments.reweighting.table",
     "NonFiniteLoss": "anchorlens.experiments.reweighting.training",
     "TrainConfig": "anchorlens.experiments.reweighting.training",
     "TrainingLog": "anchorlens.experiments.reweighting.training",
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         demonstrations_fingerprint,
         reweighting_hooks,
     )
-    from anchorlens.experiments.reweighting.table1 import ReweightingResult, table1
+    from anchorlens.experiments.reweighting.table import ReweightingResult, table1
     from anchorlens.experiments.reweighting.training import (
         NonFiniteLoss,
         TrainConfig,

@@ -12,7 +12,7 @@ at 0, which is exactly vanilla ICL. Any number of shots, padded batches, grouped
 (``hook_pattern`` is per query head, so ``n_heads`` is ``cfg.n_heads``) and multi-token label words (the
 first sub-token is scaled, as in the paper; ``all_subtokens=True`` scales every sub-token).
 
-Training lives in :mod:`anchorlens.experiments.reweighting.training`, Table 1 in :mod:`anchorlens.experiments.reweighting.table1`.
+Training lives in :mod:`anchorlens.experiments.reweighting.training`, Table 1 in :mod:`anchorlens.experiments.reweighting.table`.
 """
 
 from __future__ import annotations
@@ -30,20 +30,16 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from anchorlens.core.batch import PromptBatch, collate, pad_token_id
 from anchorlens.core.hooks import FwdHook, HookFn, pattern_name, scale_entries, scale_entries_hooks
 from anchorlens.core.metrics import Predictions
-from anchorlens.core.prompts import (
-    Demonstrations,
-    IclPrompt,
-    PromptBatch,
-    collate,
-    label_token_ids,
-    pad_token_id,
-)
-from anchorlens.core.runner import HookSpec, current_batch, predict, prefix_aware, then
+from anchorlens.core.prefix import prefix_safe
+from anchorlens.core.prompts import IclPrompt, label_token_ids
+from anchorlens.core.runner import HookSpec, LoopOptions, collect_predictions, current_batch
+from anchorlens.core.sampling import Demonstrations
 from anchorlens.core.tasks import Example, Task
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import Model, Pattern
+from anchorlens.types import Model, PaddingSide, Pattern, PrefixPolicy
 
 Shots = Literal["class", "demo"]
 Beta = Float[Tensor, "layer head slot"]
@@ -113,7 +109,7 @@ class AnchorReweighting(nn.Module):
 
     Example::
 
-        module, log = al.train_reweighting(model, task, seed=42)  # or AnchorReweighting.for_model + fit
+        module, log = al.train_reweighting(model, task, seed=42)  # or AnchorReweighting.for_model + fit()
         pred = al.predict(model, prompts, fwd_hooks=module.hooks)  # hooks per batch
         with module.applied(model, prompts[0]):                    # any analysis, re-weighted
             sal = al.saliency(model, prompts)
@@ -277,7 +273,7 @@ class AnchorReweighting(nn.Module):
         rows, keys, slots = rows[kept], keys[kept], slots[kept]
         return rows, batch.target[rows], keys, slots
 
-    @prefix_aware
+    @prefix_safe  # beta acts on the target's row only; a "prefix" batch gets no hooks
     def hooks(self, batch: PromptBatch) -> list[FwdHook]:
         """``(hook_name, fn)`` pairs on every ``blocks.{l}.attn.hook_pattern`` for this batch, usable as any
         experiment's ``fwd_hooks`` (pass the method itself: ``fwd_hooks=module.hooks``), in
@@ -356,7 +352,7 @@ class AnchorReweighting(nn.Module):
             return hook
 
         hooks = [
-            (pattern_name(layer), prefix_aware(self._checked(make(layer)))) for layer in range(self.n_layers)
+            (pattern_name(layer), prefix_safe(self._checked(make(layer)))) for layer in range(self.n_layers)
         ]
         with model.hooks(fwd_hooks=hooks):
             yield self
@@ -472,20 +468,25 @@ class AnchorReweighting(nn.Module):
         return module
 
     # ----------------------------------------------------------------------------------------------
-    # Shortcuts to the trainer and to prediction
-
-    def fit(self, model: Model, prompts: Sequence[IclPrompt], **kwargs: Any) -> Any:
-        """Train ``beta`` on labelled prompts: :func:`anchorlens.experiments.reweighting.training.fit` (same arguments)."""
-        from anchorlens.experiments.reweighting.training import fit
-
-        return fit(self, model, prompts, **kwargs)
+    # Prediction (training is :func:`anchorlens.experiments.reweighting.training.fit`)
 
     def predict(
-        self, model: Model, prompts: Sequence[IclPrompt], *, fwd_hooks: HookSpec = None, **kwargs: Any
+        self,
+        model: Model,
+        prompts: Sequence[IclPrompt],
+        *,
+        fwd_hooks: HookSpec = None,
+        batch_size: int = 8,
+        top_k: int = 5,
+        padding_side: PaddingSide = "right",
+        progress: bool | str = False,
+        prefix: PrefixPolicy = "auto",
     ) -> Predictions:
         """:func:`anchorlens.predict` with this re-weighting applied (its hooks follow ``fwd_hooks``)."""
         self.check(model)
-        return predict(model, prompts, fwd_hooks=then(fwd_hooks, self.hooks), **kwargs)
+        options = LoopOptions(batch_size, padding_side, progress, desc="predict")
+        loop: dict[str, Any] = dict(fwd_hooks=fwd_hooks, own_hooks=self.hooks, options=options, prefix=prefix)
+        return collect_predictions(model, prompts, top_k=top_k, **loop)
 
 
 def reweighting_hooks(module: AnchorReweighting, batch: PromptBatch) -> list[FwdHook]:

@@ -13,13 +13,13 @@ from anchorlens.types import Model
 
 
 def _result() -> Any:
-    from anchorlens.experiments.reweighting.table1 import ReweightingResult
+    from anchorlens.experiments.reweighting.table import ReweightingResult
 
     return ReweightingResult
 
 
 def _run(model: Model, task: Any, seed: int, s: Settings) -> Any:
-    from anchorlens.experiments.reweighting.table1 import table1
+    from anchorlens.experiments.reweighting.table import table1
 
     return table1(
         model,
@@ -33,7 +33,7 @@ def _run(model: Model, task: Any, seed: int, s: Settings) -> Any:
 
 
 def _cli(ctx: CliRun) -> Any:
-    from anchorlens.experiments.reweighting.table1 import table1
+    from anchorlens.experiments.reweighting.table import table1
 
     same = ("n", "seed", "many_shots", "aux_shots", "epochs", "lr", "padding_side", "on_overflow")
     kw = ctx.kwargs(*same, batch_size="train_batch_size", eval_batch_size="batch_size")

@@ -18,22 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anchorlens.core.kvcache import PrefixCache
+from anchorlens.core.batch import PromptBatch, ordered_batches
 from anchorlens.core.models import frozen
-from anchorlens.core.prompts import (
-    Demonstrations,
-    IclPrompt,
-    PaddingSide,
-    PromptBatch,
-    build_prompts,
-    ordered_batches,
-    sample_demonstrations,
-)
-from anchorlens.core.runner import HookSpec, forward_batches
+from anchorlens.core.prefix import PrefixStore, check_policy
+from anchorlens.core.prompts import IclPrompt, build_prompts
+from anchorlens.core.runner import HookSpec, LoopOptions, forward_batches
+from anchorlens.core.sampling import Demonstrations, sample_demonstrations
 from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.reweighting.module import AnchorReweighting
-from anchorlens.types import Model
+from anchorlens.types import Model, PaddingSide, PrefixPolicy
 
 
 class NonFiniteLoss(AnchorlensError):
@@ -141,15 +135,15 @@ def train_step(
     batch: PromptBatch,
     optimizer: torch.optim.Optimizer,
     fwd_hooks: HookSpec = None,
-    prefix_store: dict[tuple[int, ...], PrefixCache] | None = None,
-    prefix_cache: bool | None = None,
+    store: PrefixStore | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> float:
     """One optimizer step on one batch; returns the batch's mean loss before the update.
 
     The model is frozen meanwhile (its parameters never get ``.grad``); the gradient of ``beta`` comes
     from ``torch.autograd.grad``. ``fwd_hooks`` run before the re-weighting hooks. ``beta`` acts on the
     target's row only, so prompts sharing their demonstrations run the queries on the demonstrations' key/value
-    cache (see :func:`anchorlens.predict`'s ``prefix_cache``), kept in ``prefix_store`` across steps.
+    cache (the policy ``prefix``, see :func:`anchorlens.predict`), kept in ``store`` across steps.
 
     Raises:
         NonFiniteLoss: the loss or ``beta``'s gradient is NaN or infinite (``beta`` is not updated).
@@ -163,10 +157,9 @@ def train_step(
             batch.prompts,
             fwd_hooks=fwd_hooks,
             own_hooks=module.hooks,
-            batches=runs,
-            share_prefix=True,
-            prefix_cache=prefix_cache,
-            prefix_store=prefix_store,
+            options=LoopOptions(batches=runs),
+            prefix=prefix,
+            store=store,
         )
         return _step(module, _loss(logits, batch), optimizer)
 
@@ -181,13 +174,13 @@ def _epoch(
     fwd_hooks: HookSpec,
     bar: Any,
     losses: list[float],
-    store: dict[tuple[int, ...], PrefixCache],
-    prefix_cache: bool | None = None,
+    store: PrefixStore,
+    prefix: PrefixPolicy = "auto",
 ) -> None:
     """One pass over ``prompts`` in ``order``, appending each step's loss to ``losses`` (raises
     NonFiniteLoss, with the finite steps before it recorded)."""
     for _, batch in ordered_batches(model, prompts, order, config.batch_size, config.padding_side):
-        losses.append(train_step(module, model, batch, optimizer, fwd_hooks, store, prefix_cache))
+        losses.append(train_step(module, model, batch, optimizer, fwd_hooks, store, prefix))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
 
@@ -200,15 +193,16 @@ def fit(
     *,
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
     **settings: Any,
 ) -> TrainingLog:
     """Train ``module.beta`` with Adam on labelled ``prompts``, the model frozen (it never gets ``.grad``).
 
     ``config`` (or its fields as keywords: ``epochs=``, ``lr=``...) says how. The prompts are reshuffled
     every epoch by a generator seeded with ``config.seed``. The caller's ``fwd_hooks`` run before the
-    re-weighting hooks in every step. On a NaN or infinite loss or gradient, training stops with a warning,
-    ``beta`` keeps its last finite value and the log says why.
+    re-weighting hooks in every step; ``prefix`` is the prefix policy (see :func:`anchorlens.predict`: the
+    demonstrations run once for every step). On a NaN or infinite loss or gradient, training stops with a
+    warning, ``beta`` keeps its last finite value and the log says why.
 
     Raises:
         AnchorlensError: under ``torch.inference_mode()``, no prompts, unlabelled prompts, or a model
@@ -217,6 +211,7 @@ def fit(
     from tqdm.auto import tqdm
 
     refuse_inference_mode()
+    check_policy(prefix)
     config = config or TrainConfig(**settings)
     if len(prompts) == 0:
         raise AnchorlensError("No training prompts.")
@@ -224,7 +219,7 @@ def fit(
     optimizer = torch.optim.Adam([module.beta], lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
-    store: dict[tuple[int, ...], PrefixCache] = {}  # the demonstrations' cache, run once for every step
+    store = PrefixStore()  # the demonstrations' cache, run once for every step
     epoch_losses: list[float] = []
     stopped: str | None = None
     n_steps = config.epochs * math.ceil(len(prompts) / config.batch_size)
@@ -246,7 +241,7 @@ def fit(
                     bar,
                     losses,
                     store,
-                    prefix_cache,
+                    prefix,
                 )
             except NonFiniteLoss as e:
                 stopped = f"stopped at epoch {epoch}, step {len(losses)}: {e}"
@@ -284,7 +279,7 @@ def train_reweighting(
     padding_side: PaddingSide = "right",
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> tuple[AnchorReweighting, TrainingLog]:
     """Train ``beta`` as the paper does: ``shots`` demonstrations per class and ``aux_shots`` disjoint
     train examples per class (``sample_demonstrations(task, shots, seed, aux_shots)``), each auxiliary
@@ -295,7 +290,7 @@ def train_reweighting(
         per_shot: One ``beta`` per demonstration instead of one per class.
         all_subtokens: Scale every sub-token of multi-token label words.
         fwd_hooks: The caller's hooks, active in every training step (before the re-weighting hooks).
-        prefix_cache: Run the demonstrations once for all steps (see :func:`anchorlens.predict`).
+        prefix: The prefix policy: run the demonstrations once for all steps (see :func:`anchorlens.predict`).
 
     Raises:
         AnchorlensError: too few train examples of a class, demonstrations lacking a class, no auxiliary
@@ -314,5 +309,5 @@ def train_reweighting(
         model, task, list(demos.aux), demonstrations=Demonstrations(demos.demos, (), demos.seed)
     )
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, padding_side=padding_side)
-    log = fit(module, model, train, config, fwd_hooks=fwd_hooks, progress=progress, prefix_cache=prefix_cache)
+    log = fit(module, model, train, config, fwd_hooks=fwd_hooks, progress=progress, prefix=prefix)
     return module, log

@@ -15,7 +15,7 @@ per-example-averaged curves to sum to 1 per layer (:meth:`SaliencyResult.normali
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,13 +25,15 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from anchorlens.core.batch import PromptBatch, collate, pad_token_id
 from anchorlens.core.hooks import gradient_multiplier_hooks
 from anchorlens.core.layers import layer_thirds
 from anchorlens.core.models import frozen
-from anchorlens.core.prompts import IclPrompt, PaddingSide, PromptBatch, collate, pad_token_id
-from anchorlens.core.runner import BatchHooks, HookSpec, forward_batches
+from anchorlens.core.prefix import check_policy, prefix_safe
+from anchorlens.core.prompts import IclPrompt
+from anchorlens.core.runner import BatchHooks, HookSpec, LoopOptions, forward_batches
 from anchorlens.errors import AnchorlensError
-from anchorlens.types import Model
+from anchorlens.types import Model, PaddingSide, PrefixPolicy
 
 HeadReduction = Literal["sum", "abs"]
 Keep = Literal["none", "layers", "heads"]
@@ -81,12 +83,7 @@ class SaliencyResult:
         out: dict[str, Any] = {"n_layers": self.n_layers, "heads": self.heads}
         for k, v in {**self.curves(), **self.normalized()}.items():
             out[k] = [float(x) for x in v]
-        thirds = self.thirds()
-        out["thirds"] = thirds
-        out["claim_holds"] = {
-            "shallow_S_wp_dominates": thirds[0]["dominant"] == "S_wp",
-            "deep_S_pq_dominates": thirds[2]["dominant"] == "S_pq",
-        }
+        out["thirds"] = self.thirds()  # the verdict is the claim's (experiments/saliency/claim.py)
         out["per_example"] = {k: getattr(self, k).tolist() for k in ("S_wp", "S_pq", "S_ww")}
         return out
 
@@ -173,7 +170,8 @@ def pattern_gradients(
     When ``run`` reuses a prefix (a ``"prefix"`` pass, then ``"query"`` batches on its cache), the prefix's
     multipliers are shared by the batch's rows, so their gradients are taken per row (``row_losses``, one
     batched backward) and the batch is yielded as its full, right-padded prompts with the gradients in their
-    coordinates (:func:`cached_multiplier_gradients`)."""
+    coordinates (:func:`cached_multiplier_gradients`), so the multipliers are prefix-safe only with
+    ``row_losses``."""
     n_layers = model.cfg.n_layers
     store: dict[int, Tensor] = {}
     prefix: dict[int, Tensor] = {}
@@ -185,7 +183,7 @@ def pattern_gradients(
         target.clear()
         return gradient_multiplier_hooks(range(n_layers), target, per_head)
 
-    runs = run(own)
+    runs = run(prefix_safe(own) if row_losses is not None else own)
     while True:
         with torch.enable_grad(), frozen(model):
             item = next(runs, None)
@@ -284,8 +282,8 @@ def saliency_batches(
     batch_size: int = 4,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
-    batches: Iterable[tuple[list[int], PromptBatch]] | None = None,
-    prefix_cache: bool | None = None,
+    batches: Sequence[tuple[list[int], PromptBatch]] | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> Iterator[tuple[list[int], PromptBatch, Float[Tensor, "layer batch head query key"]]]:
     """``(indices, batch, A * dL/dA)`` for every padded batch, ``[layer, batch, head, query, key]`` (``head``
     is 1 unless ``per_head``).
@@ -295,26 +293,26 @@ def saliency_batches(
     ``torch.autograd.grad`` on multipliers inserted at ``hook_pattern`` after the caller's hooks;
     parameters are frozen meanwhile and never get ``.grad``.
 
-    With ``prefix_cache=True``, prompts sharing their demonstrations (right padding) run them once per batch and
-    the queries on their key/value cache; gradients flow back into the prefix through the cache, per row, and
-    each batch comes back as its full prompts (see :func:`cached_multiplier_gradients`); prompts with their own
-    demonstrations (``resample=True``) run whole. It is off by default: every query needs its own backward
-    through the prefix (the prefix's saliency is per query), so only the prefix's forward is saved, at most
-    ~1.3x in theory, and the batched backward measured 0.78x of the full prompts' speed on 2 CPU cores
-    (``benchmarks/prefix.py``, AG News, batch 4).
+    With ``prefix="always"``, prompts sharing their demonstrations run them once per batch and the queries on
+    their key/value cache; gradients flow back into the prefix through the cache, per row, and each batch
+    comes back as its full, right-padded prompts (see :func:`cached_multiplier_gradients`); prompts with their
+    own demonstrations (``resample=True``) run whole. ``"auto"`` runs full prompts here: reuse is exact, but
+    every query needs its own backward through the prefix (the prefix's saliency is per query), so only the
+    prefix's forward is saved, at most ~1.3x in theory, and the batched backward measured 0.78x of the full
+    prompts' speed on 2 CPU cores (``benchmarks/prefix.py``, AG News, batch 4).
 
     Raises:
         AnchorlensError: under ``torch.inference_mode()``; a row without a gold label; a layer whose
             ``hook_pattern`` did not run or is not in the forward path (detached, observational).
     """
-    loop: dict[str, Any] = dict(
-        batch_size=batch_size, padding_side=padding_side, progress=progress, batches=batches, desc="saliency"
-    )
-    # opt-in only: measured slower than full prompts on CPU (see the docstring)
-    loop.update(share_prefix=padding_side == "right" and prefix_cache is True, prefix_cache=prefix_cache)
+    options = LoopOptions(batch_size, padding_side, progress, "saliency", batches)
+    # "always" only: exact, but measured slower than full prompts on CPU (see the docstring)
+    policy: PrefixPolicy = "always" if check_policy(prefix) == "always" else "never"
 
     def run(own: BatchHooks) -> Iterator[tuple[list[int], PromptBatch, Tensor]]:
-        return forward_batches(model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, **loop)
+        return forward_batches(
+            model, prompts, fwd_hooks=fwd_hooks, own_hooks=own, options=options, prefix=policy
+        )
 
     yield from pattern_gradients(
         model, run, _label_loss, per_head=per_head, check=_check_grad_batch, row_losses=_row_losses
@@ -343,7 +341,7 @@ def saliency(
     fwd_hooks: HookSpec = None,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> SaliencyResult:
     """Measure the paper's three information flows on every prompt.
 
@@ -359,8 +357,8 @@ def saliency(
             modified model (e.g. under an isolation).
         padding_side: ``"right"`` (default) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
-        prefix_cache: True: run shared demonstrations once per batch (see :func:`saliency_batches`; off by
-            default, as it is not faster on CPU).
+        prefix: ``"always"``: run shared demonstrations once per batch (see :func:`saliency_batches`);
+            ``"auto"`` and ``"never"`` run full prompts (reuse is exact here, but not faster on CPU).
     """
     if len(prompts) == 0:
         raise AnchorlensError("No prompts to measure.")
@@ -380,7 +378,7 @@ def saliency(
         batch_size=batch_size,
         padding_side=padding_side,
         progress=progress,
-        prefix_cache=prefix_cache,
+        prefix=prefix,
     ):
         g = grads.float()
         sal = g.sum(2).abs() if heads == "sum" else g.abs().sum(2)  # [layer, batch, q, k]

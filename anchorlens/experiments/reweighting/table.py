@@ -9,19 +9,15 @@ from typing import Any, Literal
 import numpy as np
 
 from anchorlens.core.metrics import Predictions
-from anchorlens.core.prompts import (
-    Demonstrations,
-    PaddingSide,
-    build_prompts,
-    sample_demonstrations,
-    sample_test,
-)
+from anchorlens.core.prefix import check_policy
+from anchorlens.core.prompts import build_prompts
 from anchorlens.core.runner import HookSpec, predict
+from anchorlens.core.sampling import Demonstrations, sample_demonstrations, sample_test
 from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.reweighting.module import AnchorReweighting, check_classes
 from anchorlens.experiments.reweighting.training import TrainingLog, refuse_inference_mode, train_reweighting
-from anchorlens.types import Model
+from anchorlens.types import Model, PaddingSide, PrefixPolicy
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ def table1(
     on_overflow: Literal["error", "drop"] = "error",
     fwd_hooks: HookSpec = None,
     progress: bool | str = False,
-    prefix_cache: bool | None = None,
+    prefix: PrefixPolicy = "auto",
 ) -> ReweightingResult:
     """The paper's Table 1 for one seed: vanilla 1-shot, vanilla many-shot and re-weighted 1-shot ICL.
 
@@ -152,10 +148,11 @@ def table1(
         fwd_hooks: The caller's hooks, active in the three evaluations and in training (before the
             re-weighting hooks).
         progress: Show progress bars.
-        prefix_cache: Run each demonstration set once and the queries on its key/value cache, in training
-            and evaluation (see :func:`anchorlens.predict`).
+        prefix: The prefix policy (see :func:`anchorlens.predict`): run each demonstration set once and the
+            queries on its key/value cache, in training and evaluation.
     """
     refuse_inference_mode()
+    check_policy(prefix)
     if many_shots is None:
         many_shots = 3 if task.name == "agnews" else 5
     if many_shots < 2:
@@ -172,7 +169,7 @@ def table1(
         return f"{name} ({task.name})" if progress else False
 
     kw: dict[str, Any] = dict(batch_size=eval_batch_size, padding_side=padding_side, fwd_hooks=fwd_hooks)
-    kw.update(prefix_cache=prefix_cache)
+    kw.update(prefix=prefix)
     vanilla = predict(model, test_1, progress=bar("vanilla 1-shot"), **kw)
     vanilla_many = predict(model, test_many, progress=bar(f"vanilla {many_shots}-shot"), **kw)
     module, log = train_reweighting(
@@ -188,7 +185,7 @@ def table1(
         padding_side=padding_side,
         fwd_hooks=fwd_hooks,
         progress=bar("training"),
-        prefix_cache=prefix_cache,
+        prefix=prefix,
     )
     reweighted = module.predict(model, test_1, progress=bar("re-weighted"), **kw)
     preds = {"vanilla_1shot": vanilla, "vanilla_many_shot": vanilla_many, "reweighting": reweighted}
