@@ -175,3 +175,13 @@ def test_unrelated_refusals() -> None:
         task.with_labels("flipped", words=["a", "b"])
     own = task.with_labels("unrelated", tok, words=["movie", "film"])
     assert own.label_words == (" movie", " film")
+
+
+def test_shared_data_beside_the_repository_is_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``../shared/data`` next to the repository, whatever the working folder (a notebook runs in notebooks/)."""
+    monkeypatch.delenv("ANCHORLENS_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo.parent / "shared" / "data").resolve() in default_data_dirs()

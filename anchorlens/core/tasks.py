@@ -305,7 +305,7 @@ def default_data_dirs() -> list[Path]:
     dirs: list[Path] = []
     if os.environ.get(DATA_ENV):
         dirs.append(Path(os.environ[DATA_ENV]))
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # anchorlens/core/tasks.py -> the repository
     dirs += [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
     return list(dict.fromkeys(d.resolve() for d in dirs))
 
