@@ -22,6 +22,7 @@ from typing import Any
 from anchorlens.cli.flags import FLAGS, GROUPS, REGIMES_OVERRIDE
 from anchorlens.cli.tools import TOOLS
 from anchorlens.core.memory import keep_freed_memory
+from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.base import CliRun, Command, Experiment
 from anchorlens.experiments.options import MODEL_FLAGS, PROMPT_FLAGS, RUN_FLAGS, Option
@@ -178,7 +179,7 @@ def _load(
     return model, task, warnings
 
 
-def _prompts(args: argparse.Namespace, model: Model, task: Any, resample: bool = False) -> Any:
+def _prompts(args: argparse.Namespace, model: Model, task: Task, resample: bool = False) -> Any:
     """The prompts the flags ask for."""
     from anchorlens.core.prompts import build_prompts
 
@@ -195,7 +196,7 @@ def _prompts(args: argparse.Namespace, model: Model, task: Any, resample: bool =
     )
 
 
-def _meta(args: argparse.Namespace, task: Any, prompts: Any, seconds: float) -> dict[str, Any]:
+def _meta(args: argparse.Namespace, task: Task, prompts: Any, seconds: float) -> dict[str, Any]:
     return {
         "model": args.model,
         "backend": args.backend,

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.experiments.base import Command
 from anchorlens.experiments.faithfulness.spec import FAITHFULNESS
 from anchorlens.experiments.options import MODEL_FLAGS, RUN_FLAGS, opt, positive
@@ -22,14 +23,14 @@ def existing_file(text: str) -> str:
     return text
 
 
-def _flow(args: argparse.Namespace, model: Model, task: Any) -> dict[str, Any]:
+def _flow(args: argparse.Namespace, model: Model, task: Task | None) -> dict[str, Any]:
     from anchorlens.spans.commands import flow_command
 
     kw = dict(k=args.k, batch_size=args.batch_size, seed=args.seed)
     return dict(flow_command(model, args.prompt, args.out, **kw))
 
 
-def _discover(args: argparse.Namespace, model: Model, task: Any) -> dict[str, Any]:
+def _discover(args: argparse.Namespace, model: Model, task: Task) -> dict[str, Any]:
     from anchorlens.spans.commands import discover_command
 
     kw = dict(seed=args.seed, shots=args.shots, k=args.k, batch_size=args.batch_size)

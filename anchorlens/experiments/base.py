@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from anchorlens.core.tasks import Task
 from anchorlens.experiments.options import ALL_FLAGS, Option
 from anchorlens.stats.claims import Claim
 from anchorlens.types import Model
@@ -59,7 +60,7 @@ class CliRun:
 
     args: argparse.Namespace
     model: Model
-    task: Any
+    task: Task
     prompts: Any = None
 
     @property
@@ -199,7 +200,7 @@ def std_defined(values: Sequence[Any]) -> float | None:
 
 
 def reproduce_prompts(
-    model: Model, task: Any, seed: int, s: Settings, resample: bool = False, n: int = 0
+    model: Model, task: Task, seed: int, s: Settings, resample: bool = False, n: int = 0
 ) -> Any:
     """``reproduce``'s prompts: ``n`` (default ``s.n``) queries, overlong prompts dropped."""
     from anchorlens.core.prompts import build_prompts

@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.types import Model
 
 
@@ -43,7 +44,7 @@ def verdict_class(claim: dict[str, Any] | None) -> str:
     return {"holds": "holds", "does_not_hold": "nothold"}.get(str(verdict), "")
 
 
-def first_prompt_view(model: Model, task: Any, shots: int, seed: int) -> str:
+def first_prompt_view(model: Model, task: Task, shots: int, seed: int) -> str:
     """The report's flow view of ``task``'s first prompt: the SVG flow diagram and the circuitsvis
     saliency view (inlined, offline)."""
     from anchorlens.core.prompts import build_prompts

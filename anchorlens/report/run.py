@@ -23,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.base import Experiment, Summary
 from anchorlens.experiments.registry import EXPERIMENTS, REGISTRY
@@ -161,7 +162,7 @@ def run_all(cfg: ReproduceConfig, tasks: dict[str, Any], model: _Models, progres
         n = cfg.n_for(exp.name)
         settings = replace(cfg, n=n)
 
-        def job(exp: Experiment = exp, task: Any = task, s: int = s, settings: Any = settings) -> Any:
+        def job(exp: Experiment = exp, task: Task = task, s: int = s, settings: Any = settings) -> Any:
             return exp.run(model(), task, s, settings)
 
         name = f"{exp.name}-{task.name}-{s}" + ("" if n == cfg.n else f"-n{n}")  # other n: its own file

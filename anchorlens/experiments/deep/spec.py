@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.deep.claim import deep_claim
 from anchorlens.experiments.deep.report import deep_figures, deep_files, deep_table
@@ -17,7 +18,7 @@ def _result() -> Any:
     return DeepResult
 
 
-def _run(model: Model, task: Any, seed: int, s: Settings) -> Any:
+def _run(model: Model, task: Task, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.deep.compute import deep
 
     return deep(model, reproduce_prompts(model, task, seed, s), batch_size=s.batch_size)

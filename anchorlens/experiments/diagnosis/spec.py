@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.diagnosis.claim import diagnosis_claim
@@ -20,7 +21,7 @@ def _result() -> Any:
     return DiagnosisResult
 
 
-def _run(model: Model, task: Any, seed: int, s: Settings) -> Any:
+def _run(model: Model, task: Task, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.diagnosis.compute import diagnose
 
     prompts = reproduce_prompts(model, task, seed, s, n=max(s.n, 11))  # PCA with M = 10 needs 11 queries

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.experiments.base import Command
 from anchorlens.experiments.options import MODEL_FLAGS, RUN_FLAGS, int_list, opt, positive
 from anchorlens.types import Model
 
 
-def _run(args: argparse.Namespace, model: Model, task: Any) -> dict[str, Any]:
+def _run(args: argparse.Namespace, model: Model, task: Task) -> dict[str, Any]:
     from anchorlens.experiments.faithfulness.compute import faithfulness_command
 
     kw = dict(steps=args.steps, seed=args.seed, layers=args.layers, batch_size=args.batch_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.isolation.claim import isolation_claim
 from anchorlens.experiments.isolation.report import isolation_figures, isolation_files, isolation_table
@@ -19,7 +20,7 @@ def _result() -> Any:
     return IsolationResult
 
 
-def _run(model: Model, task: Any, seed: int, s: Settings) -> Any:
+def _run(model: Model, task: Task, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.isolation.compute import isolation
 
     prompts = reproduce_prompts(model, task, seed, s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand
 from anchorlens.experiments.options import MODEL_FLAGS, RUN_FLAGS, opt, positive
 from anchorlens.experiments.reweighting.claim import reweighting_claim
@@ -18,7 +19,7 @@ def _result() -> Any:
     return ReweightingResult
 
 
-def _run(model: Model, task: Any, seed: int, s: Settings) -> Any:
+def _run(model: Model, task: Task, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.reweighting.table import table1
 
     return table1(

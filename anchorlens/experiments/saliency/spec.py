@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anchorlens.core.tasks import Task
 from anchorlens.experiments.base import CliRun, Experiment, Section, Settings, SubCommand, reproduce_prompts
 from anchorlens.experiments.options import opt
 from anchorlens.experiments.saliency.claim import saliency_claim
@@ -18,7 +19,7 @@ def _result() -> Any:
     return SaliencyResult
 
 
-def _run(model: Model, task: Any, seed: int, s: Settings) -> Any:
+def _run(model: Model, task: Task, seed: int, s: Settings) -> Any:
     from anchorlens.experiments.saliency.compute import saliency
 
     prompts = reproduce_prompts(model, task, seed, s, resample=True)
