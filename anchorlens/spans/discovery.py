@@ -35,12 +35,13 @@ from torch import Tensor
 
 from anchorlens.core.batch import PromptBatch
 from anchorlens.core.hooks import FwdHook, cut_edges_hooks
+from anchorlens.core.lean import choose_memory
 from anchorlens.core.prompts import IclPrompt, get_tokenizer
 from anchorlens.core.runner import then
 from anchorlens.core.tasks import Task
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.isolation.compute import isolation_mask
-from anchorlens.spans.flow import span_saliency_batches
+from anchorlens.spans.flow import lean_span_gradients, span_saliency_batches
 from anchorlens.spans.generation import target_scores
 from anchorlens.spans.prompts import SpanPrompt, from_icl
 from anchorlens.types import Model
@@ -64,6 +65,13 @@ def token_scores(
     gather = (sal[shallow] * causal).sum(-1).mean(0)  # [query]: flow collected by each row
     rows = torch.tensor(list(target_rows))
     passed = (sal[deep][:, rows] * causal[rows]).sum(1).mean(0)  # [key]: flow handed to the target rows
+    return shares(gather, passed, candidates)
+
+
+def shares(
+    gather: Float[Tensor, " pos"], passed: Float[Tensor, " pos"], candidates: Sequence[int]
+) -> Float[Tensor, "three cand"]:
+    """``[3, n]``: the candidates' gather, pass and score from every position's gather and pass."""
     cand = torch.tensor(list(candidates))
     g, p = gather[cand], passed[cand]
     n = len(candidates)
@@ -153,6 +161,20 @@ class AnchorRanking:
         }
 
 
+def _add(
+    entries: dict[tuple[str, str], _Entry], tok: Any, task: Task, p: IclPrompt, i: int, vals: Tensor
+) -> None:
+    """Prompt ``i``'s candidates (every position before the target) and their ``[3, n]`` values."""
+    kinds = token_kinds(tok, p, task)
+    for c in range(p.target):
+        key = (tok.decode([p.tokens[c]]), kinds[c])
+        e = entries.setdefault(key, _Entry(*key))
+        e.scores.append(float(vals[2, c]))
+        e.gather.append(float(vals[0, c]))
+        e.passed.append(float(vals[1, c]))
+        e.where.setdefault(i, []).append(c)
+
+
 def _collect(
     model: Model,
     prompts: Sequence[IclPrompt],
@@ -160,27 +182,54 @@ def _collect(
     hooks: list[FwdHook],
     batch_size: int,
     progress: bool | str,
+    lean: bool = False,
 ) -> tuple[list[SpanPrompt], dict[tuple[str, str], _Entry]]:
     tok = get_tokenizer(model)
     sps = [from_icl(model, p) for p in prompts]
     entries: dict[tuple[str, str], _Entry] = {}
+    if lean:
+        for i, vals in enumerate(_lean_scores(model, prompts, sps, hooks, batch_size, progress)):
+            _add(entries, tok, task, prompts[i], i, vals)
+        return sps, entries
     for index, _, grads in span_saliency_batches(
         model, sps, fwd_hooks=hooks or None, batch_size=batch_size, progress=progress
     ):
         sal = grads.float().sum(2).abs().cpu()  # [layer, batch, q, k]
         for r, i in enumerate(index):
-            p, n = prompts[i], len(prompts[i])
-            kinds = token_kinds(tok, p, task)
-            cands = list(range(p.target))
-            vals = token_scores(sal[:, r, :n, :n], sps[i].target_rows, cands)
-            for c in cands:
-                key = (tok.decode([p.tokens[c]]), kinds[c])
-                e = entries.setdefault(key, _Entry(*key))
-                e.scores.append(float(vals[2, c]))
-                e.gather.append(float(vals[0, c]))
-                e.passed.append(float(vals[1, c]))
-                e.where.setdefault(i, []).append(c)
+            n = len(prompts[i])
+            vals = token_scores(sal[:, r, :n, :n], sps[i].target_rows, range(prompts[i].target))
+            _add(entries, tok, task, prompts[i], i, vals)
     return sps, entries
+
+
+def _lean_scores(
+    model: Model,
+    prompts: Sequence[IclPrompt],
+    sps: Sequence[SpanPrompt],
+    hooks: list[FwdHook],
+    batch_size: int,
+    progress: bool | str,
+) -> list[Tensor]:
+    """Every prompt's :func:`token_scores`, one layer at a time (shallow layers summed into gather, deep
+    layers into pass, as they come)."""
+    shallow, deep = layer_thirds(model.cfg.n_layers)
+    gather = [torch.zeros(len(p)) for p in prompts]
+    passed = [torch.zeros(len(p)) for p in prompts]
+    for step in lean_span_gradients(
+        model, sps, fwd_hooks=hooks or None, batch_size=batch_size, progress=progress
+    ):
+        sal = step.grads.float().sum(1).abs().cpu()  # [batch, q, k]
+        for r, i in enumerate(step.index):
+            n = len(prompts[i])
+            s = sal[r, :n, :n].tril_(-1)  # causal pairs j < i
+            if step.layer in shallow:
+                gather[i] += s.sum(-1)
+            if step.layer in deep:
+                passed[i] += s[list(sps[i].target_rows)].sum(0)
+    return [
+        shares(g / len(shallow), p / len(deep), range(prompts[i].target))
+        for i, (g, p) in enumerate(zip(gather, passed, strict=True))
+    ]
 
 
 def _cut(chosen: dict[int, list[int]], layers: list[int]) -> Callable[[PromptBatch], list[FwdHook]]:
@@ -231,6 +280,7 @@ def discover(
     fwd_hooks: Sequence[FwdHook] = (),
     batch_size: int = 4,
     progress: bool | str = False,
+    memory: str = "auto",
 ) -> AnchorRanking:
     """Rank the tokens of labelled ICL prompts as anchors and confirm the top ``confirm`` (default ``k``)
     by shallow-layer isolation against random text tokens (see the module docstring).
@@ -240,15 +290,19 @@ def discover(
         task: The task, when ``prompts`` is a plain sequence.
         k: The cut-off of precision at k.
         fwd_hooks: The caller's hooks (a list), active in every pass, before the multipliers and cuts.
+        memory: The saliency's path: ``"exact"``, ``"lean"`` (one layer at a time,
+            :mod:`anchorlens.core.lean`) or ``"auto"`` (lean where exact would not fit in memory).
 
     Raises:
-        AnchorlensError: no prompts, no task, or prompts without gold labels.
+        AnchorlensError: no prompts, no task, or prompts without gold labels; a bad ``memory``; a prompt
+            longer than the model's context; ``memory="exact"`` where it would not fit.
     """
     task = task if task is not None else getattr(prompts, "task", None)
     if task is None or len(prompts) == 0:
         raise AnchorlensError("discover needs labelled prompts and their task (a PromptSet, or task=...).")
     hooks = list(fwd_hooks)
-    sps, entries = _collect(model, prompts, task, hooks, batch_size, progress)
+    path = choose_memory(model, [len(p) for p in prompts], batch_size=batch_size, memory=memory)
+    sps, entries = _collect(model, prompts, task, hooks, batch_size, progress, lean=path == "lean")
     shallow, deep = layer_thirds(model.cfg.n_layers)
     ranked = sorted(entries.values(), key=lambda e: -float(np.mean(e.scores)))
     ref = target_scores(model, sps, fwd_hooks=hooks or None, batch_size=batch_size)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from os import PathLike
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from anchorlens.core.batch import PromptBatch
 from anchorlens.core.hooks import capture_hooks
+from anchorlens.core.lean import LayerFiles, LayerGrads, choose_memory, lean_gradients
 from anchorlens.core.runner import BatchHooks, HookSpec, LoopOptions, forward_batches
 from anchorlens.errors import AnchorlensError
 from anchorlens.experiments.saliency.compute import pattern_gradients
@@ -162,6 +164,49 @@ def aggregate(
     return total, pairs
 
 
+def lean_span_gradients(
+    model: Model,
+    prompts: Sequence[SpanPrompt],
+    *,
+    per_head: bool = False,
+    fwd_hooks: HookSpec = None,
+    batch_size: int = 4,
+    progress: bool | str = False,
+) -> Iterator[LayerGrads]:
+    """:func:`span_saliency_batches` one layer at a time (:func:`anchorlens.core.lean.lean_gradients`):
+    per right-padded batch, each layer's ``A * dL/dA`` ``[batch, head, query, key]``, the last layer first."""
+    if torch.is_inference_mode_enabled():
+        raise AnchorlensError("Span flows need gradients, which torch.inference_mode() forbids.")
+
+    def losses(batch: PromptBatch, logits: Tensor, resid: Tensor) -> Tensor:
+        return row_losses(model, [prompts[i] for i in batch.indices], batch, logits, resid)
+
+    views = [p.as_icl() for p in prompts]
+    options = LoopOptions(batch_size, "right", progress, "spans")
+    yield from lean_gradients(model, views, losses, per_head=per_head, fwd_hooks=fwd_hooks, options=options)
+
+
+def span_onehot(ids: Int[Tensor, "batch pos"], n_spans: int) -> Float[Tensor, "batch pos span"]:
+    """``[batch, pos, span]``: one-hot span membership of each position (zero rows on padding)."""
+    return F.one_hot(ids.clamp_min(0), n_spans).float() * (ids >= 0)[..., None].float()
+
+
+def layer_totals(
+    sal: Float[Tensor, "batch query key"], onehot: Float[Tensor, "batch pos span"]
+) -> Float[Tensor, "batch span span"]:
+    """One layer's span-to-span sums of ``sal`` over causal off-diagonal pairs (``sal`` is overwritten)."""
+    masked = sal.float().cpu().tril_(-1)  # j < i
+    return torch.einsum("bij,bis,bjt->bst", masked, onehot, onehot)
+
+
+def pair_counts(onehot: Float[Tensor, "batch pos span"]) -> Float[Tensor, "batch span span"]:
+    """Per row, the number of causal off-diagonal pairs ``(i in s, j in t, j < i)``: linear in the
+    positions (counts of earlier positions per span, in float64 so long prompts count exactly)."""
+    h = onehot.double()
+    earlier = h.cumsum(1) - h  # [b, i, t]: positions j < i in span t
+    return torch.einsum("bis,bit->bst", h, earlier).float()
+
+
 @dataclass(frozen=True)
 class SpanFlowResult:
     """Span-to-span flows of ``n`` prompts (row span -> column span: queries -> keys).
@@ -227,6 +272,41 @@ class SpanFlowResult:
         return cls(tuple(d["spans"]), torch.tensor(per["total"]), torch.tensor(per["pairs"]), d["heads"])
 
 
+def _lean_span_flow(
+    model: Model,
+    prompts: Sequence[SpanPrompt],
+    names: tuple[str, ...],
+    *,
+    heads: str,
+    keep: bool,
+    keep_dir: str | PathLike[str] | None,
+    fwd_hooks: HookSpec,
+    batch_size: int,
+    progress: bool | str,
+) -> SpanFlowResult:
+    """:func:`span_flow` one layer at a time: each layer's saliency reduced to span totals at once; kept
+    token-level matrices go to disk layer by layer (:class:`anchorlens.core.lean.LayerFiles`)."""
+    n, n_layers, s = len(prompts), model.cfg.n_layers, len(names)
+    total, pairs = torch.zeros(n, n_layers, s, s), torch.zeros(n, s, s)
+    files = LayerFiles(keep_dir, n_layers, "flow") if keep else None
+    onehot, seen = torch.zeros(0), None
+    for step in lean_span_gradients(
+        model, prompts, per_head=heads == "abs", fwd_hooks=fwd_hooks, batch_size=batch_size, progress=progress
+    ):
+        g = step.grads.float()
+        sal = g.sum(1).abs() if heads == "sum" else g.abs().sum(1)  # [batch, q, k]
+        if step.batch is not seen:  # once per batch
+            rows = [prompts[i] for i in step.index]
+            seen, onehot = step.batch, span_onehot(span_id_matrix(step.batch, rows, sal.shape[-1]), s)
+            pairs[step.index] = pair_counts(onehot)
+        if files is not None:
+            for r, i in enumerate(step.index):
+                m = len(prompts[i].run_tokens)
+                files.write(i, step.layer, sal[r, :m, :m])
+        total[step.index, step.layer] = layer_totals(sal, onehot)
+    return SpanFlowResult(names, total, pairs, heads, files.tensors(n) if files is not None else None)
+
+
 def span_flow(
     model: Model,
     prompts: Sequence[SpanPrompt],
@@ -236,6 +316,8 @@ def span_flow(
     fwd_hooks: HookSpec = None,
     batch_size: int = 4,
     progress: bool | str = False,
+    memory: str = "auto",
+    keep_dir: str | PathLike[str] | None = None,
 ) -> SpanFlowResult:
     """Span-to-span flows of every prompt (see the module docstring for what each number means).
 
@@ -243,16 +325,39 @@ def span_flow(
         model: A ``HookedTransformer`` (anything with TL hook names, ``hooks()`` and ``cfg``).
         prompts: :class:`SpanPrompt` s with the same span names (:func:`span_prompt`, :func:`from_icl`).
         heads: ``"sum"`` (the paper) or ``"abs"``.
-        keep: Also keep each prompt's token-level ``[layer, query, key]`` saliency (unpadded).
+        keep: Also keep each prompt's token-level ``[layer, query, key]`` saliency (unpadded; on the lean
+            path written to disk one layer at a time and mapped back from the files).
         fwd_hooks: The caller's hooks (a list, or a function of the batch), before the multipliers.
         batch_size: Prompts per forward+backward (right-padded; results equal the unbatched ones).
+        memory: ``"exact"`` (every layer's attention at once), ``"lean"`` (the same numbers one layer at a
+            time: :mod:`anchorlens.core.lean`) or ``"auto"`` (lean where exact would not fit in memory).
+        keep_dir: Where the lean path writes ``keep`` matrices (``flow_{i}.npy``); default a temporary
+            folder, freed with the tensors.
 
     Raises:
-        AnchorlensError: prompts with different span names; bad ``heads``; see :func:`span_saliency_batches`.
+        AnchorlensError: prompts with different span names; bad ``heads`` or ``memory``; a prompt longer
+            than the model's context; ``memory="exact"`` where it would not fit (before any forward pass);
+            see :func:`span_saliency_batches`.
     """
     names = check_same_spans(prompts)
     if heads not in ("sum", "abs"):
         raise AnchorlensError(f"heads must be 'sum' or 'abs', got {heads!r}.")
+    lengths = [len(p.run_tokens) for p in prompts]
+    path = choose_memory(
+        model, lengths, batch_size=batch_size, memory=memory, per_head=heads == "abs", what="span prompt"
+    )
+    if path == "lean":
+        return _lean_span_flow(
+            model,
+            prompts,
+            names,
+            heads=heads,
+            keep=keep,
+            keep_dir=keep_dir,
+            fwd_hooks=fwd_hooks,
+            batch_size=batch_size,
+            progress=progress,
+        )
     n, n_layers, s = len(prompts), model.cfg.n_layers, len(names)
     total, pairs = torch.zeros(n, n_layers, s, s), torch.zeros(n, s, s)
     kept: list[Tensor] = [torch.zeros(0)] * n

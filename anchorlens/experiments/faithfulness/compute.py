@@ -38,6 +38,7 @@ from torch import Tensor
 
 from anchorlens.core.batch import PromptBatch, sorted_batches
 from anchorlens.core.hooks import FwdHook, cut_edges_hooks, gradient_multiplier_hooks, pattern_name
+from anchorlens.core.lean import choose_memory, lean_gradients
 from anchorlens.core.models import frozen
 from anchorlens.core.prompts import IclPrompt
 from anchorlens.core.runner import HookSpec, LoopOptions, forward_batches
@@ -140,10 +141,19 @@ def _run(
 
 
 def first_order(
-    model: Model, batch: PromptBatch, index: list[int], layers: Sequence[int], fwd_hooks: HookSpec = None
+    model: Model,
+    batch: PromptBatch,
+    index: list[int],
+    layers: Sequence[int],
+    fwd_hooks: HookSpec = None,
+    *,
+    lean: bool = False,
 ) -> tuple[Float[Tensor, " batch"], Float[Tensor, "layer group batch"]]:
     """The unmodified loss per row and ``dL/ds`` at ``s = 1`` per (layer, group, row): the sum over the
-    group's edges of ``sum_h A * dL/dA`` (the predicted change of a cut is its negative)."""
+    group's edges of ``sum_h A * dL/dA`` (the predicted change of a cut is its negative). ``lean``: one
+    layer at a time (:func:`anchorlens.core.lean.lean_gradients`), the same numbers."""
+    if lean:
+        return _lean_first_order(model, batch, index, layers, fwd_hooks)
     store: dict[int, Tensor] = {}
     logits = _run(model, batch, index, fwd_hooks, gradient_multiplier_hooks(layers, store))
     loss = _row_losses(logits, batch)
@@ -151,6 +161,27 @@ def first_order(
     masks = torch.stack(flow_masks(batch, batch.tokens.shape[1])).to(grads[0].dtype)  # [group, b, q, k]
     g = torch.stack([torch.einsum("bqk,gbqk->gb", x[:, 0].float(), masks.float()) for x in grads])
     return loss.detach(), g.detach()
+
+
+def _lean_first_order(
+    model: Model, batch: PromptBatch, index: list[int], layers: Sequence[int], fwd_hooks: HookSpec
+) -> tuple[Float[Tensor, " batch"], Float[Tensor, "layer group batch"]]:
+    """:func:`first_order` one layer at a time, each layer's ``A * dL/dA`` reduced over the groups at once."""
+    masks = flow_masks(batch, batch.tokens.shape[1])
+    per_layer: dict[int, Tensor] = {}
+    loss = torch.zeros(len(batch))
+    for step in lean_gradients(
+        model,
+        batch.prompts,
+        lambda b, logits, _: _row_losses(logits, b),
+        layers=layers,
+        fwd_hooks=fwd_hooks,
+        options=LoopOptions(batches=[(index, batch)]),
+    ):
+        g = step.grads[:, 0].float()  # [batch, q, k]
+        per_layer[step.layer] = torch.stack([(g * m).sum((1, 2)) for m in masks])  # [group, batch]
+        loss = step.losses
+    return loss, torch.stack([per_layer[layer] for layer in layers])
 
 
 def scaled_edges_hooks(layer: int, mask: EdgeMask, scale: Float[Tensor, " batch"]) -> list[FwdHook]:
@@ -188,11 +219,17 @@ def scaled_loss(
 
 
 def _batch_points(
-    model: Model, batch: PromptBatch, index: list[int], layers: Sequence[int], steps: int, fwd_hooks: HookSpec
+    model: Model,
+    batch: PromptBatch,
+    index: list[int],
+    layers: Sequence[int],
+    steps: int,
+    fwd_hooks: HookSpec,
+    lean: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per (layer, group), summed over the batch's rows: predicted, integrated and measured changes; and
     the summed unmodified loss."""
-    loss1, g1 = first_order(model, batch, index, layers, fwd_hooks)
+    loss1, g1 = first_order(model, batch, index, layers, fwd_hooks, lean=lean)
     masks = flow_masks(batch, batch.tokens.shape[1])
     shape = (len(layers), len(GROUPS))
     integrated, measured = torch.zeros(shape), torch.zeros(shape)
@@ -218,6 +255,7 @@ def faithfulness(
     batch_size: int = 4,
     padding_side: PaddingSide = "right",
     progress: bool = False,
+    memory: str = "auto",
 ) -> FaithfulnessResult:
     """Predicted (first order), integrated-gradient and measured loss changes of cutting each flow group.
 
@@ -232,6 +270,10 @@ def faithfulness(
         batch_size: Prompts per pass.
         padding_side: ``"right"`` or ``"left"``.
         progress: Print one line per batch.
+        memory: The first-order term's path: ``"exact"``, ``"lean"`` (one layer at a time,
+            :mod:`anchorlens.core.lean`, the same numbers) or ``"auto"`` (lean where exact would not fit).
+            The measured and integrated-gradient points run their own passes (a backward from the cut
+            layer up), whatever this says.
     """
     if len(prompts) == 0:
         raise AnchorlensError("No prompts to measure.")
@@ -244,11 +286,12 @@ def faithfulness(
             "Faithfulness's loss needs the gold label of every query; some prompts have none."
         )
     layer_list = list(range(model.cfg.n_layers)) if layers is None else [int(x) for x in layers]
+    lean = choose_memory(model, [len(p) for p in prompts], batch_size=batch_size, memory=memory) == "lean"
     totals = [torch.zeros(len(layer_list), len(GROUPS)) for _ in range(3)]
     loss = torch.zeros(())
     with torch.enable_grad(), frozen(model):
         for b, (index, batch) in enumerate(sorted_batches(model, prompts, batch_size, padding_side)):
-            parts = _batch_points(model, batch, index, layer_list, steps, fwd_hooks)
+            parts = _batch_points(model, batch, index, layer_list, steps, fwd_hooks, lean)
             for total, part in zip(totals, parts[:3], strict=True):
                 total += part
             loss = loss + parts[3]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from os import PathLike
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +29,7 @@ from torch import Tensor
 from anchorlens.core.batch import PromptBatch, collate, pad_token_id
 from anchorlens.core.hooks import gradient_multiplier_hooks
 from anchorlens.core.layers import layer_thirds
+from anchorlens.core.lean import LayerFiles, choose_memory, lean_gradients
 from anchorlens.core.models import frozen
 from anchorlens.core.prefix import check_policy, prefix_safe
 from anchorlens.core.prompts import IclPrompt
@@ -331,6 +333,79 @@ def batch_saliency(
     raise AssertionError("unreachable: one batch in, one out")
 
 
+def _lean_saliency(
+    model: Model,
+    prompts: Sequence[IclPrompt],
+    *,
+    heads: str,
+    keep: str,
+    keep_dir: str | PathLike[str] | None,
+    fwd_hooks: HookSpec,
+    options: LoopOptions,
+) -> SaliencyResult:
+    """:func:`saliency` one layer at a time (:func:`anchorlens.core.lean.lean_gradients`): each layer's
+    ``A * dL/dA`` reduced into the three flows at once; kept matrices go to disk layer by layer."""
+    per_head = heads == "abs" or keep == "heads"
+    n, n_layers = len(prompts), model.cfg.n_layers
+    out = torch.zeros(3, n, n_layers)
+    files = LayerFiles(keep_dir, n_layers, "saliency") if keep != "none" else None
+    masks: tuple[Tensor, ...] = ()
+    counts = torch.zeros(0)
+    seen: PromptBatch | None = None
+    for step in lean_gradients(
+        model,
+        prompts,
+        lambda batch, logits, _: _row_losses(batch, logits),
+        per_head=per_head,
+        fwd_hooks=fwd_hooks,
+        options=options,
+        check=_check_grad_batch,
+    ):
+        g, batch = step.grads.float(), step.batch  # [batch, head, q, k]
+        sal = g.sum(1).abs() if heads == "sum" else g.abs().sum(1)  # [batch, q, k]
+        if batch is not seen:  # once per batch
+            seen, masks = batch, flow_masks(batch, sal.shape[-1])
+            counts = torch.stack([m.sum((1, 2)) for m in masks]).to(sal.dtype)
+        for f, mask in enumerate(masks):
+            out[f, step.index, step.layer] = ((sal * mask).sum((1, 2)) / counts[f]).cpu()
+        if files is not None:
+            for r, i in enumerate(step.index):
+                real = batch.attention_mask[r].bool()
+                full = g[r] if keep == "heads" else sal[r]
+                files.write(i, step.layer, full[..., real, :][..., real])
+    matrices = files.tensors(n) if files is not None else None
+    return SaliencyResult(out[0], out[1], out[2], heads=heads, matrices=matrices)
+
+
+def _saliency_path(
+    model: Model,
+    prompts: Sequence[IclPrompt],
+    heads: str,
+    keep: str,
+    prefix: PrefixPolicy,
+    memory: str,
+    batch_size: int,
+) -> Literal["exact", "lean"]:
+    """:func:`saliency`'s arguments checked, and the path it runs (before any forward pass): the exact
+    path under ``prefix="always"`` (its prefix cache), else :func:`anchorlens.core.lean.choose_memory`'s."""
+    if len(prompts) == 0:
+        raise AnchorlensError("No prompts to measure.")
+    if heads not in ("sum", "abs") or keep not in ("none", "layers", "heads"):
+        raise AnchorlensError(
+            f"heads must be 'sum' or 'abs' and keep 'none', 'layers' or 'heads'; got {heads!r}, {keep!r}."
+        )
+    always = check_policy(prefix) == "always"
+    if always and memory == "lean":
+        raise AnchorlensError(
+            "prefix='always' runs the prefix-cache path, which keeps every layer (memory='exact'); "
+            "memory='lean' runs full prompts: pass prefix='auto' or 'never' with it."
+        )
+    per_head = heads == "abs" or keep == "heads"
+    lengths = [len(p) for p in prompts]
+    path = choose_memory(model, lengths, batch_size=batch_size, memory=memory, per_head=per_head)
+    return "exact" if always else path
+
+
 def saliency(
     model: Model,
     prompts: Sequence[IclPrompt],
@@ -342,6 +417,8 @@ def saliency(
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
     prefix: PrefixPolicy = "auto",
+    memory: str = "auto",
+    keep_dir: str | PathLike[str] | None = None,
 ) -> SaliencyResult:
     """Measure the paper's three information flows on every prompt.
 
@@ -351,22 +428,34 @@ def saliency(
         batch_size: Prompts per forward+backward (grouped by length to limit padding).
         heads: ``"sum"``: ``|sum_h A*dL/dA|`` (the paper); ``"abs"``: ``sum_h |A*dL/dA|`` (its footnote).
         keep: Also return full saliency matrices: ``"layers"`` ``[layer, q, k]`` per prompt, or
-            ``"heads"`` ``[layer, head, q, k]`` (signed). Memory grows with T^2: for a few prompts.
+            ``"heads"`` ``[layer, head, q, k]`` (signed). Memory grows with T^2: for a few prompts (on the
+            lean path they are written to disk one layer at a time and come back mapped from the files).
         fwd_hooks: The caller's hooks (a list, or a function of the batch; see :mod:`anchorlens.core.runner`),
             active in every pass and applied before the gradient multipliers, so the flows are those of the
             modified model (e.g. under an isolation).
         padding_side: ``"right"`` (default) or ``"left"``.
         progress: Show a progress bar (a string is used as its description).
-        prefix: ``"always"``: run shared demonstrations once per batch (see :func:`saliency_batches`);
-            ``"auto"`` and ``"never"`` run full prompts (reuse is exact here, but not faster on CPU).
+        prefix: ``"always"``: run shared demonstrations once per batch (see :func:`saliency_batches`; the
+            exact path); ``"auto"`` and ``"never"`` run full prompts (reuse is exact here, but not faster on
+            CPU).
+        memory: ``"exact"``: every layer's attention and gradient at once (one backward); ``"lean"``: the
+            same numbers one layer at a time (:mod:`anchorlens.core.lean`: about 2 forwards + 1 backward,
+            memory linear in T but for one layer's attention; full prompts); ``"auto"`` (default): lean
+            where the exact path's estimated memory would not fit in the available memory.
+        keep_dir: Where the lean path writes kept matrices (``saliency_{i}.npy``, ``[layer, ...]``);
+            default a temporary folder, freed with the tensors. Ignored on the exact path.
+
+    Raises:
+        AnchorlensError: bad ``heads``, ``keep`` or ``memory``; a prompt longer than the model's context;
+            ``memory="exact"`` where it would not fit (before any forward pass); ``memory="lean"`` with
+            ``prefix="always"``; see :func:`saliency_batches`.
     """
-    if len(prompts) == 0:
-        raise AnchorlensError("No prompts to measure.")
-    if heads not in ("sum", "abs") or keep not in ("none", "layers", "heads"):
-        raise AnchorlensError(
-            f"heads must be 'sum' or 'abs' and keep 'none', 'layers' or 'heads'; got {heads!r}, {keep!r}."
-        )
     per_head = heads == "abs" or keep == "heads"
+    if _saliency_path(model, prompts, heads, keep, prefix, memory, batch_size) == "lean":
+        options = LoopOptions(batch_size, padding_side, progress, "saliency")
+        return _lean_saliency(
+            model, prompts, heads=heads, keep=keep, keep_dir=keep_dir, fwd_hooks=fwd_hooks, options=options
+        )
     n = len(prompts)
     out = torch.zeros(3, n, model.cfg.n_layers)
     kept: list[Tensor | None] = [None] * n
