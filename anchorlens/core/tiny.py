@@ -1,7 +1,13 @@
 """Tiny random models for tests and examples: an offline byte-level tokenizer in which chosen words are single
-tokens (:func:`tiny_tokenizer`), a small ``HookedTransformer`` (:func:`tiny_model`, GPT-2-like or Llama-like
-with grouped-query attention), and random Hugging Face models (:func:`tiny_hf_model`) for the
+tokens (:func:`tiny_tokenizer`), a small ``HookedTransformer`` (:func:`tiny_model`, GPT-2-like, Llama-like
+with grouped-query attention, or Gemma-3-like), and random Hugging Face models (:func:`tiny_hf_model`) for the
 ``TransformerBridge`` (:func:`tiny_bridge`). Nothing touches the network.
+
+The Gemma-3-like model has what sets Gemma 3 apart: sliding-window (local) layers alternating with global
+ones (window :data:`TINY_WINDOW` tokens, so a short prompt already reaches past it), QK norm, one key/value
+head, pre- and post-norms, tied embeddings. Both backends get the same function: the HookedTransformer is
+converted from the random Hugging Face ``Gemma3ForCausalLM`` by TransformerLens' own Gemma converter, with
+the processing :func:`anchorlens.core.offline.load_gemma3` applies to the real model.
 """
 
 from __future__ import annotations
@@ -13,10 +19,15 @@ import torch
 
 from anchorlens.core.backends import check_backend, quiet_deprecation
 from anchorlens.core.models import bridge_from_hf, fast_layout
+from anchorlens.core.offline import GEMMA3_PROCESSING
 from anchorlens.errors import AnchorlensError
 from anchorlens.types import Model
 
-TinyArchitecture = Literal["llama", "gpt2", "gptj"]
+TinyArchitecture = Literal["llama", "gpt2", "gptj", "gemma3"]
+
+TINY_WINDOW = 8
+"""The tiny Gemma-3-like model's sliding window: its local layers see the last 8 tokens (key ``k`` is visible
+from query ``q`` when ``0 <= q - k < 8``), as Gemma 3's see the last 512."""
 
 TINY_WORDS: tuple[str, ...] = (
     "Review", "Sentiment", "Question", "Answer", "Type", "Article", "Dialogue", "Emotion", "Input",
@@ -92,19 +103,38 @@ def tiny_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     backend: str | None = None,
+    architecture: TinyArchitecture | None = None,
 ) -> Any:
     """A small random model with :func:`tiny_tokenizer`, for tests and examples.
 
     ``positional_embedding_type="rotary"`` with ``n_key_value_heads`` gives a Llama-like model with
     grouped-query attention; the default is GPT-2-like (absolute positions, LayerNorm). ``backend="bridge"``
     gives a ``TransformerBridge`` over a random Hugging Face Llama or GPT-2 (:func:`tiny_bridge`).
+    ``architecture`` names the family instead: ``"gpt2"``, ``"llama"``, ``"gptj"`` (Bridge only) or
+    ``"gemma3"`` (:func:`tiny_gemma3`: sliding-window and global layers, QK norm, one key/value head unless
+    ``n_key_value_heads`` says otherwise; either backend, the same function on both).
     """
-    if check_backend(backend) == "bridge":
+    chosen = check_backend(backend)
+    if architecture in ("llama", "gpt2"):
+        positional_embedding_type = "rotary" if architecture == "llama" else "standard"
+    elif architecture is not None and (attn_only or (architecture == "gptj" and chosen == "hooked")):
+        raise AnchorlensError(
+            f"tiny_model(architecture={architecture!r}) wraps a Hugging Face model: attn_only is not "
+            "available" + (", and GPT-J needs backend='bridge'." if architecture == "gptj" else ".")
+        )
+    if architecture == "gemma3":
+        return tiny_gemma3(
+            n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_key_value_heads=n_key_value_heads or 1,
+            n_ctx=n_ctx, seed=seed, dtype=dtype, backend=chosen,
+        )  # fmt: skip
+    if chosen == "bridge":
         if attn_only:
             raise AnchorlensError(
                 "attn_only tiny models are HookedTransformer's; the Bridge wraps HF models."
             )
-        arch: TinyArchitecture = "llama" if positional_embedding_type == "rotary" else "gpt2"
+        arch: TinyArchitecture = architecture or (
+            "llama" if positional_embedding_type == "rotary" else "gpt2"
+        )
         return tiny_bridge(
             arch, n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_key_value_heads=n_key_value_heads,
             n_ctx=n_ctx, seed=seed, dtype=dtype,
@@ -153,11 +183,16 @@ def tiny_hf_model(
     n_ctx: int = 256,
     seed: int = 0,
     d_vocab: int | None = None,
+    sliding_window: int = TINY_WINDOW,
 ) -> Any:
     """A random Hugging Face causal LM sized for :func:`tiny_tokenizer`: ``"llama"`` (rotary, RMSNorm,
-    grouped-query attention with ``n_key_value_heads``), ``"gpt2"`` or ``"gptj"`` (the paper's second
-    model, whose Bridge attention delegates to Hugging Face)."""
+    grouped-query attention with ``n_key_value_heads``), ``"gpt2"``, ``"gptj"`` (the paper's second
+    model, whose Bridge attention delegates to Hugging Face) or ``"gemma3"`` (``Gemma3ForCausalLM``:
+    every second layer global, the others see the last ``sliding_window`` tokens; QK norm; one key/value
+    head unless ``n_key_value_heads`` says otherwise; tied embeddings)."""
     from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
         GPT2Config,
         GPT2LMHeadModel,
         GPTJConfig,
@@ -186,8 +221,21 @@ def tiny_hf_model(
             rotary_dim=d_model // n_heads, **common,
         )  # fmt: skip
         model = GPTJForCausalLM(gptj)
+    elif architecture == "gemma3":
+        d_head = d_model // n_heads
+        gemma = Gemma3TextConfig(
+            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_key_value_heads or 1, head_dim=d_head,
+            query_pre_attn_scalar=d_head, max_position_embeddings=n_ctx, sliding_window=sliding_window,
+            layer_types=[_GEMMA_LAYER_TYPES[(i + 1) % 2 == 0] for i in range(n_layers)],
+            tie_word_embeddings=True, pad_token_id=0, **common,
+        )  # fmt: skip
+        model = Gemma3ForCausalLM(gemma)
+        model.config.architectures = ["Gemma3ForCausalLM"]  # TransformerBridge dispatches on it
     else:
-        raise AnchorlensError(f"Unknown tiny architecture {architecture!r}: use 'llama', 'gpt2' or 'gptj'.")
+        raise AnchorlensError(
+            f"Unknown tiny architecture {architecture!r}: use 'llama', 'gpt2', 'gptj' or 'gemma3'."
+        )
     return model.to(torch.float32).eval()
 
 
@@ -197,3 +245,78 @@ def tiny_bridge(
     """A ``TransformerBridge`` over :func:`tiny_hf_model` with :func:`tiny_tokenizer` (no hub call)."""
     hf_model = tiny_hf_model(architecture, **sizes).to(dtype)
     return bridge_from_hf(hf_model, tiny_tokenizer(), f"anchorlens-tiny-{architecture}", dtype)
+
+
+_GEMMA_LAYER_TYPES = ("sliding_attention", "full_attention")
+"""Hugging Face's names of a Gemma 3 layer's attention, local then global."""
+
+
+def tiny_gemma3(
+    *,
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_key_value_heads: int = 1,
+    n_ctx: int = 256,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    backend: str | None = None,
+    sliding_window: int = TINY_WINDOW,
+) -> Any:
+    """A Gemma-3-like random model (see the module docstring) on either backend, with the same weights.
+
+    The HookedTransformer is built as TransformerLens builds ``google/gemma-3-270m``: a config like its
+    built-in one (``attn_types``, ``window_size``, ``use_qk_norm``, ``rotary_base_local``, pre- and post-norms),
+    the weights converted by ``convert_gemma_weights`` and processed as
+    :data:`anchorlens.core.offline.GEMMA3_PROCESSING` says.
+    """
+    hf_model = tiny_hf_model(
+        "gemma3", n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_key_value_heads=n_key_value_heads,
+        n_ctx=n_ctx, seed=seed, sliding_window=sliding_window,
+    )  # fmt: skip
+    tokenizer = tiny_tokenizer()
+    if check_backend(backend) == "bridge":
+        return bridge_from_hf(hf_model.to(dtype), tokenizer, "anchorlens-tiny-gemma3", dtype)
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.gemma import convert_gemma_weights
+
+    hf_cfg = hf_model.config
+    rope = hf_cfg.rope_parameters
+    cfg = HookedTransformerConfig(
+        model_name="anchorlens-tiny-gemma3",
+        original_architecture="Gemma3ForCausalLM",
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=hf_cfg.head_dim,
+        n_key_value_heads=hf_cfg.num_key_value_heads,
+        d_mlp=hf_cfg.intermediate_size,
+        d_vocab=hf_cfg.vocab_size,
+        n_ctx=n_ctx,
+        act_fn="gelu_pytorch_tanh",
+        eps=hf_cfg.rms_norm_eps,
+        normalization_type="RMSPre",  # RMS with its weights folded into the next layer (fold_ln)
+        positional_embedding_type="rotary",
+        rotary_dim=hf_cfg.head_dim,
+        rotary_base=int(rope["full_attention"]["rope_theta"]),
+        rotary_base_local=int(rope["sliding_attention"]["rope_theta"]),
+        use_attn_scale=True,
+        gated_mlp=True,
+        final_rms=True,
+        use_normalization_before_and_after=True,
+        use_qk_norm=True,
+        use_local_attn=True,
+        window_size=sliding_window,
+        attn_types=["local" if t == _GEMMA_LAYER_TYPES[0] else "global" for t in hf_cfg.layer_types],
+        default_prepend_bos=False,
+        tokenizer_prepends_bos=False,
+        init_weights=False,
+        device="cpu",
+        dtype=dtype,
+    )
+    state_dict = convert_gemma_weights(hf_model, cfg)
+    with quiet_deprecation():
+        model = HookedTransformer(cfg, tokenizer, default_padding_side="right")
+    model.load_and_process_state_dict(state_dict, **GEMMA3_PROCESSING)
+    model.eval()
+    return fast_layout(model)
