@@ -183,17 +183,27 @@ def test_keys_queries_match_run_with_cache(tiny) -> None:  # type: ignore[no-unt
     torch.testing.assert_close(kq.predictions.label_logits, ref.label_logits, atol=1e-4, rtol=1e-4)
 
 
-def test_concatenated_vectors_reproduce_attention_scores(llama_like) -> None:  # type: ignore[no-untyped-def]
+def _wide_gemma():  # type: ignore[no-untyped-def]
+    """Gemma-3-like (QK norm, one key/value head), its window wider than the prompts."""
+    from anchorlens.core.tiny import tiny_gemma3
+
+    return tiny_gemma3(n_layers=2, seed=4, sliding_window=200)
+
+
+@pytest.mark.parametrize("which", ["llama", "gemma3"])
+def test_concatenated_vectors_reproduce_attention_scores(which, llama_like) -> None:  # type: ignore[no-untyped-def]
     """Head h of the query dotted with head h of the key is exactly the score at hook_attn_scores: the
-    GQA mapping and the rotation are the ones the model uses (pre-rotary keys would not match)."""
-    ps = al.build_prompts(llama_like, four_class_task(), n=3, shots=1, seed=0)
-    kq = collect_keys_queries(llama_like, ps)
+    GQA mapping and the rotation are the ones the model uses (pre-rotary keys would not match); on Gemma
+    also after QK norm, with one key/value head shared by every query head."""
+    model = _wide_gemma() if which == "gemma3" else llama_like
+    ps = al.build_prompts(model, four_class_task(), n=3, shots=1, seed=0)
+    kq = collect_keys_queries(model, ps)
     p0 = ps[0]
-    d_head, n_heads = llama_like.cfg.d_head, llama_like.cfg.n_heads
-    for layer in range(llama_like.cfg.n_layers):
-        _, cache = llama_like.run_with_cache(torch.tensor([p0.tokens]))
+    d_head, n_heads = model.cfg.d_head, model.cfg.n_heads
+    for layer in range(model.cfg.n_layers):
+        _, cache = model.run_with_cache(torch.tensor([p0.tokens]))
         scores = cache[f"blocks.{layer}.attn.hook_attn_scores"][0]  # [head, q, k]
-        scale = llama_like.blocks[layer].attn.attn_scale
+        scale = model.blocks[layer].attn.attn_scale
         q = kq.queries[layer, 0].view(n_heads, d_head)
         pre = concat_heads(cache[f"blocks.{layer}.attn.hook_k"][0], n_heads)
         for c in range(4):

@@ -230,3 +230,60 @@ def test_gemma3_bridge_equals_hooked(gemma3: Any) -> None:
     hooked, bridged = al.predict(gemma3, prompts), al.predict(bridge, prompts)
     assert torch.equal(hooked.predictions, bridged.predictions)
     assert (hooked.label_logits - bridged.label_logits).abs().max() < 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# Sliding windows: refused where an experiment cannot be exact, exact where the window changes nothing
+
+
+def test_compression_and_diagnosis_refuse_prompts_longer_than_the_window(gemma_like: Any) -> None:
+    from anchorlens.experiments.compression.compute import compression
+    from anchorlens.experiments.diagnosis.compute import diagnose
+
+    prompts = al.build_prompts(gemma_like, make_toy_task(), n=4, shots=1, seed=1)
+    assert max(len(p) for p in prompts) > TINY_WINDOW
+    calls: list[int] = []
+    handle = gemma_like.blocks[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        for run, what in (
+            (lambda: compression(gemma_like, prompts, n_random_top=1), "Anchor-only compression"),
+            (lambda: diagnose(gemma_like, prompts, n_components=2), "Diagnosis' key distances"),
+        ):
+            with pytest.raises(
+                al.AnchorlensError, match=rf"{what} cannot be exact .* {TINY_WINDOW}-token window"
+            ):
+                run()
+        assert calls == []  # before any forward pass
+    finally:
+        handle.remove()
+
+
+def test_a_window_wider_than_the_prompts_changes_nothing() -> None:
+    """With the window beyond every prompt, Gemma's local layers are global: compression and diagnosis run."""
+    from anchorlens.core.tiny import tiny_gemma3
+    from anchorlens.experiments.compression.compute import compression
+
+    wide = tiny_gemma3(n_layers=2, seed=3, sliding_window=200)
+    prompts = al.build_prompts(wide, make_toy_task(), n=4, shots=1, seed=1)
+    result = compression(wide, prompts, n_random_top=1, timing=False)
+    assert set(result.methods) >= {"full", "hidden_anchor"}
+
+
+def test_cutting_edges_beyond_the_window_is_exact(gemma_like: Any) -> None:
+    """Cutting an edge the window already hides changes nothing, pre- or post-softmax: isolation and
+    re-weighting on a local layer act on the edges the model can see, exactly."""
+    from anchorlens.core.hooks import cut_edges_hooks
+
+    p = al.build_prompts(gemma_like, make_toy_task(), n=1, shots=1, seed=1)[0]
+    far = [pos for pos in p.label_positions if p.target - pos >= TINY_WINDOW]
+    assert far, "the toy prompt's first label word is further back than the window"
+    cut = torch.zeros(1, len(p), len(p), dtype=torch.bool)
+    cut[0, p.target, far] = True
+    tokens = torch.tensor([p.tokens])
+    with torch.no_grad():
+        plain = gemma_like(tokens)
+        for mode in ("pre", "post"):
+            with gemma_like.hooks(fwd_hooks=cut_edges_hooks([0], cut, mode)):  # layer 0 is local
+                assert torch.equal(gemma_like(tokens), plain)
+            with gemma_like.hooks(fwd_hooks=cut_edges_hooks([1], cut, mode)):  # layer 1 is global
+                assert not torch.allclose(gemma_like(tokens), plain)

@@ -69,7 +69,7 @@ FLAGS: dict[str, Option] = {
     "model": _text(
         "--model",
         "smollm2-135m",
-        "'smollm2-135m' (offline, bundled) or any TransformerLens model name, e.g. gpt2-xl (default: %(default)s)",
+        "'smollm2-135m' or 'gemma3-270m' (offline) or any TransformerLens model name, e.g. gpt2-xl (default: %(default)s)",
     ),
     "task": _text(
         "--task",

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,15 @@ def _add_reproduce(sub: Any) -> None:
         "task and seed, average over seeds as the paper does, and write OUT/report.html (self-contained), "
         "OUT/report.md and OUT/results.json. Results are cached in OUT/cache: a second run skips finished work.",
         parents=[
-            _parent("model and data", ("model", "data_dir", "device", "backend", "cache_dir")),
+            _parent(
+                "model and data",
+                ("model", "data_dir", "device", "backend", "cache_dir"),
+                model={
+                    "help": "a model, or several separated by commas (each reported in OUT/<model>/, then "
+                    "compared in OUT/compare.html); 'smollm2-135m', 'gemma3-270m' (offline) or any "
+                    "TransformerLens model name (default: %(default)s)"
+                },
+            ),
             _parent("run", ("batch_size", "out", "quiet")),
             _parent(
                 "what to run",
@@ -95,6 +104,16 @@ def _add_reproduce(sub: Any) -> None:
         ],
     )
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser(
+        "compare",
+        help="compare report folders of different models (claims and key curves side by side)",
+        description="Read OUT/results.json of two or more `anchorlens reproduce` folders (one model each) and "
+        "write compare.md, compare.html, compare.json and compare.png: each claim's verdict, estimate, 95%% "
+        "interval and n per model, and the saliency, AUCROC_l and isolation curves overlaid by relative depth.",
+    )
+    p.add_argument("folders", nargs="+", help="report folders, each with a results.json")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.set_defaults(func=cmd_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,14 +318,38 @@ def _csv(text: str, kind: type = str) -> tuple[Any, ...]:
         raise AnchorlensError(f"Expected a comma-separated list of {kind.__name__}s, got {text!r}.") from None
 
 
+def check_models(text: str, backend: str | None) -> tuple[str, ...]:
+    """The models of ``--model a,b``, refused before any loads: none, a repeated or an unknown one."""
+    from anchorlens.core.models import check_model_name
+
+    models = _csv(text)
+    if not models:
+        raise AnchorlensError("--model names no model.")
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise AnchorlensError(f"--model names {', '.join(repeated)} more than once; name each model once.")
+    for model in models:
+        check_model_name(model, backend)
+    return models
+
+
+def _print_claims(results: dict[str, Any], out: Path) -> None:
+    for name in REGISTRY:
+        if name in results:
+            print(f"  {name:>12}: {claim_line(results['claims'].get(name))}")
+    print(f"report in {results['wall_seconds']:.0f} s -> {out / 'report.html'}")
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from anchorlens.report.compare import compare
     from anchorlens.report.run import ReproduceConfig, reproduce
 
     if len(args.k) != 1:
         raise AnchorlensError(f"reproduce isolates one number of layers; --k got {args.k}.")
-    same = ["model", "n", "out", "shots", "batch_size", "reweight_epochs", "random_top", "data_dir", "device"]
+    models = check_models(args.model, args.backend)
+    same = ["n", "out", "shots", "batch_size", "reweight_epochs", "random_top", "data_dir", "device"]
     same += ["cache_dir", "sampling", "labels", "backend", "sizes"]
-    cfg = ReproduceConfig(
+    base = ReproduceConfig(
         **{name: getattr(args, name) for name in same},  # flags of the same name
         tasks=_csv(args.tasks),
         label_words=_csv(args.label_words) if args.label_words else (),
@@ -314,11 +357,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         experiments=_csv(args.experiments),
         k=args.k[0],
     )
-    results = reproduce(cfg, progress=not args.quiet)
-    for name in REGISTRY:
-        if name in results:
-            print(f"  {name:>12}: {claim_line(results['claims'].get(name))}")
-    print(f"report in {results['wall_seconds']:.0f} s -> {Path(args.out) / 'report.html'}")
+    out = Path(args.out)
+    folders = [out if len(models) == 1 else out / model.replace("/", "--") for model in models]
+    for model, folder in zip(models, folders, strict=True):
+        if len(models) > 1:
+            print(f"{model}:")
+        results = reproduce(replace(base, model=model, out=str(folder)), progress=not args.quiet)
+        _print_claims(results, folder)
+    if len(models) > 1:
+        compare(folders, out)
+        print(f"models compared -> {out / 'compare.html'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from anchorlens.report.compare import compare
+
+    summary = compare(args.folders, args.out)
+    for model, claims in summary["claims"].items():
+        print(f"{model}:")
+        for name, claim in claims.items():
+            print(f"  {name:>12}: {claim_line(claim)}")
+    print(f"-> {Path(args.out) / 'compare.html'}")
     return 0
 
 

@@ -29,7 +29,7 @@ import importlib.metadata
 import sys
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from typing import Any, Literal
@@ -158,6 +158,30 @@ def attention_windows(model: Model) -> tuple[int | None, ...]:
     if not getattr(cfg, "use_local_attn", False) or not types:
         return (None,) * n_layers
     return tuple(int(cfg.window_size) if t == "local" else None for t in types)
+
+
+def check_windows(model: Model, lengths: Sequence[int], what: str) -> None:
+    """Refuse prompts longer than the model's smallest sliding window, for a computation that cannot be exact
+    across it (compression: a compressed cache's window counts cached positions, not the original distances;
+    diagnosis: key distances of label words that the target cannot see). Isolation, re-weighting and
+    saliency need no check: an edge beyond the window has attention 0, so cutting it, scaling it or reading
+    its ``A * dL/dA`` gives the model's own 0.
+
+    Raises:
+        AnchorlensError: naming the longest prompt, the window and the local layers.
+    """
+    windows = attention_windows(model)
+    local = [layer for layer, w in enumerate(windows) if w is not None]
+    longest = max(lengths, default=0)
+    if local:
+        window = min(w for w in windows if w is not None)
+        if longest > window:
+            raise AnchorlensError(
+                f"{what} cannot be exact on sliding-window attention across the window: a prompt of {longest} "
+                f"tokens is longer than the {window}-token window of layers {local}, where the target cannot "
+                f"see keys {window} or more positions back. Use prompts of at most {window} tokens (fewer "
+                "shots or shorter demonstrations)."
+            )
 
 
 def has_qk_norm(model: Model) -> bool:

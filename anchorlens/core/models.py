@@ -95,6 +95,26 @@ def load_model(
         load = load_gemma3 if name.lower() == GEMMA3 else load_smollm2
         return fast_layout(load(device=device, dtype=dtype, cache_dir=cache_dir, **multi))
     from transformer_lens import HookedTransformer
+
+    check_model_name(name, "hooked")
+    kwargs = {"default_prepend_bos": False, **multi, **from_pretrained_kwargs}
+    try:
+        with quiet_deprecation():
+            model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kwargs)
+    except OSError as err:
+        raise hub_error(name, err) from err
+    return fast_layout(model)
+
+
+def check_model_name(name: str, backend: str | None = None) -> None:
+    """Refuse a model name that is neither an offline model nor a TransformerLens model name (on the Bridge
+    also a local folder or any Hugging Face name passes: the hub decides), without loading anything.
+
+    Raises:
+        AnchorlensError: naming the offline models and where TransformerLens lists its names.
+    """
+    if name.lower() in OFFLINE_MODELS or (check_backend(backend) == "bridge"):
+        return
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
@@ -106,13 +126,6 @@ def load_model(
             "name (see transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES, e.g. 'gpt2-xl'). "
             f"Without network access use {SMOLLM2!r}.{local}"
         ) from None
-    kwargs = {"default_prepend_bos": False, **multi, **from_pretrained_kwargs}
-    try:
-        with quiet_deprecation():
-            model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kwargs)
-    except OSError as err:
-        raise hub_error(name, err) from err
-    return fast_layout(model)
 
 
 def hub_error(name: str, err: OSError) -> AnchorlensError:

