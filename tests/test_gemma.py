@@ -269,6 +269,21 @@ def test_a_window_wider_than_the_prompts_changes_nothing() -> None:
     assert set(result.methods) >= {"full", "hidden_anchor"}
 
 
+def test_text_anchor_prompts_after_a_bos(gemma_like: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text_anchor rebuilds each query after the demonstrations' format lines, the BOS first (as Gemma)."""
+    from anchorlens.experiments.compression.compute import text_anchor_prompts
+
+    monkeypatch.setattr(gemma_like.cfg, "default_prepend_bos", True)
+    task = make_toy_task()
+    prompts = al.build_prompts(gemma_like, task, n=3, shots=1, seed=1)
+    text = text_anchor_prompts(gemma_like, prompts, task, prompts.demonstrations.demos)
+    bos = gemma_like.tokenizer.bos_token_id
+    for full, short in zip(prompts, text, strict=True):
+        assert short.tokens[0] == bos and short.label == full.label
+        assert short.tokens[short.query_start :] == full.tokens[full.query_start :]  # the same query
+        assert not short.text_spans or all(s == e for s, e in short.text_spans)  # no demonstration text
+
+
 def test_cutting_edges_beyond_the_window_is_exact(gemma_like: Any) -> None:
     """Cutting an edge the window already hides changes nothing, pre- or post-softmax: isolation and
     re-weighting on a local layer act on the edges the model can see, exactly."""

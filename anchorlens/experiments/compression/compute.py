@@ -48,7 +48,7 @@ from anchorlens.core.hooks import cut_edges_hooks, restart_positions_hook
 from anchorlens.core.kvcache import PrefixCache, empty_cache, model_device, prefix_batch, query_batch
 from anchorlens.core.metrics import Predictions, label_loyalty, word_loyalty
 from anchorlens.core.prefix import check_policy
-from anchorlens.core.prompts import IclPrompt, PromptSet, build_prompt
+from anchorlens.core.prompts import IclPrompt, PromptSet, build_prompt, get_tokenizer, prepends_bos
 from anchorlens.core.runner import (
     HookSpec,
     LoopOptions,
@@ -301,7 +301,8 @@ def text_anchor_prompts(
     from anchorlens.core.tasks import Example
 
     head, middle, _ = task.template_parts
-    demo_chars = len(task.format_prompt(demos, "")) - len(task.format_query(""))
+    bos = get_tokenizer(model).bos_token if prepends_bos(model) else ""  # the BOS string starts p.text
+    demo_chars = len(bos) + len(task.format_prompt(demos, "")) - len(task.format_query(""))
     out = []
     for p in prompts:
         query = p.text[demo_chars:]
