@@ -250,6 +250,31 @@ def test_diagnosis_claim_estimate_is_the_mean_spearman() -> None:
     assert empty.verdict == "inconclusive" and "no predictions" in empty.note
 
 
+def test_diagnosis_claim_needs_at_least_a_weak_agreement() -> None:
+    """Against MIN_RHO = 0.2: agreement decides holds, disagreement does_not_hold (a null effect too)."""
+    from anchorlens.experiments.diagnosis.claim import MIN_RHO
+
+    g = torch.Generator().manual_seed(2)
+    n, c = 240, 4
+    labels = torch.arange(n) % c
+    confusable = torch.tensor([0.0, 0.0, 2.0, 2.0])  # classes 0 and 1 are confused with each other
+    logits = (
+        torch.randn(n, c, generator=g) + 3 * torch.nn.functional.one_hot(labels, c) * confusable[labels, None]
+    )
+    preds = _preds(logits, labels)
+    actual = pairwise_auc(preds.probs, labels)
+    verdicts = {}
+    for name, predicted in (("same", actual.double()), ("reversed", 1 - actual.double())):
+        rho = confusion_spearman(predicted, actual)
+        result = DiagnosisResult(
+            ("a", "b", "c", "d"), 1, predicted, actual, rho, (rho,), predicted[None], predictions=preds
+        )
+        claim = diagnosis_claim({("t", 42): result}, resamples=300)
+        assert claim.threshold == MIN_RHO == 0.2
+        verdicts[name] = claim.verdict
+    assert verdicts == {"same": "holds", "reversed": "does_not_hold"}
+
+
 def test_claims_over_tasks_with_different_numbers_of_classes() -> None:
     """Tasks of 2 and 4 classes in one claim (SST-2 beside AG News): class axes are padded, not mixed."""
     g = torch.Generator().manual_seed(1)

@@ -12,6 +12,10 @@ from scipy.stats import rankdata
 from anchorlens.stats.bootstrap import RESAMPLES, Interval, auc, bootstrap
 from anchorlens.stats.claims import Claim, Runs, decide, pad_classes, runs_of, stack_rows
 
+#: The claim's threshold: the weakest rank agreement that would diagnose anything. Against 0, a null effect
+#: (SmolLM2: -0.02 at n = 200 per task) stays inconclusive at any n; against 0.2 it is decided.
+MIN_RHO = 0.2
+
 
 def _ranks_corr(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman correlation (Pearson on average ranks); NaN with < 3 points or a constant side."""
@@ -37,7 +41,8 @@ def diagnosis_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLE
 
     Statistic: the Spearman agreement of predicted confusion (normalised anchor-key distances) and actual
     confusion (pairwise AUC of ``p_i / (p_i + p_j)``) per run, averaged over runs. Rule: holds when the
-    interval is above 0, does_not_hold when at or below 0. The bootstrap redraws the queries behind the
+    interval is above :data:`MIN_RHO` (0.2: at least a weak agreement), does_not_hold when at or below it
+    (the agreement, if any, is too weak to diagnose errors). The bootstrap redraws the queries behind the
     actual confusion; the predicted matrix (keys at the demonstrations' label words, PCA of the queries)
     is held fixed, so the interval leaves out the PCA's own sampling noise. Needs
     ``DiagnosisResult.predictions``.
@@ -47,7 +52,8 @@ def diagnosis_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLE
     if missing:
         rho = [r.spearman for _, _, r in triples if r.spearman is not None]
         iv = Interval(float(np.mean(rho)) if rho else math.nan, math.nan, math.nan, 0, len(triples))
-        return decide(iv, "mean Spearman(predicted, actual confusion)", note=f"no predictions in {missing}")
+        what = "mean Spearman(predicted, actual confusion)"
+        return decide(iv, what, MIN_RHO, note=f"no predictions in {missing}")
     iu = [np.triu_indices(len(r.labels), 1) for _, _, r in triples]
     predicted = [r.predicted_confusion.double().numpy()[u] for (_, _, r), u in zip(triples, iu, strict=True)]
     blocks = [(t, s, r.predictions.probs.double().numpy()) for t, s, r in triples]
@@ -69,4 +75,4 @@ def diagnosis_claim(runs: Runs[Any], *, seed: int = 0, resamples: int = RESAMPLE
     iv = bootstrap(
         stat, probs, labels, run, groups=seed_of, strata=task, draws=True, seed=seed, resamples=resamples
     )
-    return decide(iv, "mean over runs of Spearman(predicted, actual confusion)")
+    return decide(iv, "mean over runs of Spearman(predicted, actual confusion)", MIN_RHO)
