@@ -32,6 +32,8 @@ _LAZY: dict[str, str] = {
     "DiagnosisResult": "anchorlens.experiments.diagnosis.compute",
     "diagnose": "anchorlens.experiments.diagnosis.compute",
     "IsolationResult": "anchorlens.experiments.isolation.compute",
+    "HeadsResult": "anchorlens.experiments.heads.compute",
+    "heads": "anchorlens.experiments.heads.compute",
     "isolation": "anchorlens.experiments.isolation.compute",
     "isolate": "anchorlens.experiments.isolation.compute",
     "Predictions": "anchorlens.core.metrics",
@@ -62,6 +64,10 @@ _LAZY: dict[str, str] = {
     "table1": "anchorlens.experiments.reweighting",
     "train_reweighting": "anchorlens.experiments.reweighting",
     "TrainConfig": "anchorlens.experiments.reweighting",
+    "RolesResult": "anchorlens.experiments.roles.compute",
+    "roles": "anchorlens.experiments.roles.compute",
+    "TaskVectorResult": "anchorlens.experiments.taskvec.compute",
+    "taskvec": "anchorlens.experiments.taskvec.compute",
     "predict": "anchorlens.core.runner",
     "forward_batches": "anchorlens.core.runner",
     "LoopOptions": "anchorlens.core.runner",
@@ -106,6 +112,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from anchorlens.experiments.compression.compute import CompressionResult, compression
     from anchorlens.experiments.deep.compute import DeepResult, deep
     from anchorlens.experiments.diagnosis.compute import DiagnosisResult, diagnose
+    from anchorlens.experiments.heads.compute import HeadsResult, heads
     from anchorlens.experiments.isolation.compute import IsolationResult, isolate, isolation
     from anchorlens.experiments.reweighting import (
         AnchorReweighting,
@@ -114,6 +121,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
         table1,
         train_reweighting,
     )
+    from anchorlens.experiments.roles.compute import RolesResult, roles
     from anchorlens.experiments.saliency.compute import SaliencyResult, batch_saliency, saliency
+    from anchorlens.experiments.taskvec.compute import TaskVectorResult, taskvec
     from anchorlens.report import ReproduceConfig, reproduce
     from anchorlens.spans import SpanFlowResult, discover, isolate_span, span_flow, span_prompt

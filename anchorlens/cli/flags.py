@@ -133,7 +133,11 @@ FLAGS: dict[str, Option] = {
     "seeds": _text(
         "--seeds", "42", "comma-separated seeds (default: %(default)s; the paper: 42,43,44,45,46)"
     ),
-    "experiments": _text("--experiments", ",".join(EXPERIMENTS), "comma-separated subset (default: all)"),
+    "experiments": _text(
+        "--experiments",
+        ",".join(EXPERIMENTS),
+        "comma-separated experiments (default: the paper's; add opt-in ones by name, e.g. heads)",
+    ),
     "sizes": opt(
         "--sizes",
         type=_sizes,

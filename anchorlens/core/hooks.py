@@ -140,3 +140,73 @@ def restart_positions_hook(w_pos: Float[Tensor, "n_ctx d_model"], real: Bool[Ten
         return w_pos[: pos_embed.shape[1]][None] * real[..., None]
 
     return ("hook_pos_embed", hook)
+
+
+def z_name(layer: int) -> str:
+    """``blocks.{layer}.attn.hook_z``: each query head's output before ``W_O`` ``[batch, pos, head, d_head]``."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def set_heads_hooks(
+    heads: Sequence[tuple[int, int]], values: Float[Tensor, "layer head d_head"]
+) -> list[FwdHook]:
+    """Replace the output ``z`` of each ``(layer, head)`` at every position by ``values[layer, head]``
+    (mean ablation when ``values`` are the heads' mean outputs)."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+
+    def make(layer: int, hs: list[int]) -> HookFn:
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            z = z.clone()
+            z[:, :, hs] = values[layer, hs].to(z.dtype).to(z.device)
+            return z
+
+        return hook
+
+    return [(z_name(layer), make(layer, hs)) for layer, hs in sorted(by_layer.items())]
+
+
+def patch_head_rows_hook(
+    layer: int,
+    heads: Int[Tensor, " batch"],
+    positions: Int[Tensor, " batch"],
+    values: Float[Tensor, "head d_head"],
+) -> FwdHook:
+    """At ``hook_z`` of ``layer``, row ``r``'s head ``heads[r]`` at position ``positions[r]`` gets
+    ``values[heads[r]]``: one head patched per row, so one batch scores every head of a layer (rows with
+    ``heads[r] < 0`` are left alone)."""
+
+    def hook(z: Tensor, hook: Any) -> Tensor:
+        keep = heads >= 0
+        rows = torch.arange(len(heads), device=z.device)[keep]
+        hs, ps = heads[keep].to(z.device), positions[keep].to(z.device)
+        z = z.clone()
+        z[rows, ps, hs] = values[hs.cpu()].to(z.dtype).to(z.device)
+        return z
+
+    return (z_name(layer), hook)
+
+
+def resid_name(layer: int, point: str = "hook_resid_post") -> str:
+    """``blocks.{layer}.hook_resid_post`` (or another residual point): the residual stream ``[batch, pos,
+    d_model]`` after block ``layer``."""
+    return f"blocks.{layer}.{point}"
+
+
+def patch_positions_hooks(
+    layer: int,
+    rows: Int[Tensor, " entry"],
+    positions: Int[Tensor, " entry"],
+    vectors: Float[Tensor, "entry d_model"],
+    point: str = "hook_resid_post",
+) -> list[FwdHook]:
+    """Replace the residual stream of ``layer`` at each ``(rows[i], positions[i])`` (padded coordinates) by
+    ``vectors[i]``; later layers recompute from it (activation patching of task vectors)."""
+
+    def hook(resid: Tensor, hook: Any) -> Tensor:
+        out = resid.clone()
+        out[rows.to(out.device), positions.to(out.device)] = vectors.to(out.device, out.dtype)
+        return out
+
+    return [(resid_name(layer, point), hook)]

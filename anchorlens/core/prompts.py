@@ -54,6 +54,8 @@ class IclPrompt:
         query_start: Position of the query's first token (everything before is demonstrations).
         label_token_ids: First token id of each class's label word, in class-id order; the prediction
             reads the logits of these ids at the target.
+        query_text_span: ``(start, end)`` token range of the query's input text (the tokens between
+            ``query_start`` and the target that are not its template); ``(0, 0)`` when unknown or empty.
     """
 
     tokens: tuple[int, ...]
@@ -65,6 +67,7 @@ class IclPrompt:
     format_positions: tuple[int, ...]
     query_start: int
     label_token_ids: tuple[int, ...]
+    query_text_span: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -237,7 +240,7 @@ def build_prompt(
         pieces += [("f", head if demo_texts else head.rstrip(), d), ("t", body, d), ("f", middle, d)]
         pieces += [("l", task.label_words[ex.label], d)]
         pieces += [("f", suffix, d), ("f", task.separator, d)]
-    pieces += [("q", head, -1), ("q", q.text, -1), ("q", middle, -1)]
+    pieces += [("q", head, -1), ("q", q.text, -2), ("q", middle, -1)]  # -2: the query's text
     text = "".join(s for _, s, _ in pieces)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     tokens: list[int] = list(enc["input_ids"])
@@ -258,10 +261,13 @@ def build_prompt(
     text_pos: list[list[int]] = [[] for _ in range(n_demos)]
     fmt: list[int] = []
     query_start = len(tokens)
+    query_text: list[int] = []
     for t, (a, b) in enumerate(offsets):
         kinds = [owner[c] for c in range(a, b)] or [("f", -1)]
         if any(k == "q" for k, _ in kinds):
             query_start = min(query_start, t)
+            if ("q", -2) in kinds:  # as in a demonstration: a token covering any text character is text
+                query_text.append(t)
             continue
         labels = {d for k, d in kinds if k == "l"}
         texts = {d for k, d in kinds if k == "t"}
@@ -287,6 +293,7 @@ def build_prompt(
         format_positions=tuple(fmt),
         query_start=query_start,
         label_token_ids=ids,
+        query_text_span=(min(query_text), max(query_text) + 1) if query_text else (0, 0),
     )
 
 

@@ -146,6 +146,8 @@ class Experiment:
         section: Its section of the report.
         command: Its sub-command.
         min_classes: Tasks with fewer classes are skipped by ``reproduce``.
+        opt_in: Not one of the paper's claims: ``reproduce`` runs it only when ``--experiments`` names it
+            (the main job's time stays that of the paper's six).
     """
 
     name: str
@@ -156,6 +158,7 @@ class Experiment:
     section: Section
     command: SubCommand
     min_classes: int = 2
+    opt_in: bool = False
 
     def from_json(self, data: dict[str, Any]) -> Any:
         """A typed result from its ``to_json()`` dict."""

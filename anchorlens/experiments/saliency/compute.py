@@ -133,7 +133,7 @@ def thirds(curves: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
     return out
 
 
-def _check_grad_batch(batch: PromptBatch) -> None:
+def check_grad_batch(batch: PromptBatch) -> None:
     if torch.is_inference_mode_enabled():
         raise AnchorlensError(
             "Saliency needs gradients, which torch.inference_mode() forbids; call it outside that block "
@@ -143,7 +143,7 @@ def _check_grad_batch(batch: PromptBatch) -> None:
         raise AnchorlensError("Saliency's loss needs the gold label of every query; some prompts have none.")
 
 
-def _row_losses(batch: PromptBatch, logits: Tensor) -> Float[Tensor, " batch"]:
+def row_losses(batch: PromptBatch, logits: Tensor) -> Float[Tensor, " batch"]:
     """Each row's cross-entropy of its label-restricted logits against its gold label."""
     labels = torch.tensor([p.label for p in batch.prompts], device=logits.device)
     ids = torch.tensor(batch.prompts[0].label_token_ids, device=logits.device)
@@ -152,7 +152,7 @@ def _row_losses(batch: PromptBatch, logits: Tensor) -> Float[Tensor, " batch"]:
 
 def _label_loss(batch: PromptBatch, logits: Tensor) -> Tensor:
     """The summed cross-entropy of each row's label-restricted logits against its gold label."""
-    return _row_losses(batch, logits).sum()
+    return row_losses(batch, logits).sum()
 
 
 def pattern_gradients(
@@ -317,7 +317,7 @@ def saliency_batches(
         )
 
     yield from pattern_gradients(
-        model, run, _label_loss, per_head=per_head, check=_check_grad_batch, row_losses=_row_losses
+        model, run, _label_loss, per_head=per_head, check=check_grad_batch, row_losses=row_losses
     )
 
 
@@ -355,11 +355,11 @@ def _lean_saliency(
     for step in lean_gradients(
         model,
         prompts,
-        lambda batch, logits, _: _row_losses(batch, logits),
+        lambda batch, logits, _: row_losses(batch, logits),
         per_head=per_head,
         fwd_hooks=fwd_hooks,
         options=options,
-        check=_check_grad_batch,
+        check=check_grad_batch,
     ):
         g, batch = step.grads.float(), step.batch  # [batch, head, q, k]
         sal = g.sum(1).abs() if heads == "sum" else g.abs().sum(1)  # [batch, q, k]
@@ -377,7 +377,7 @@ def _lean_saliency(
     return SaliencyResult(out[0], out[1], out[2], heads=heads, matrices=matrices)
 
 
-def _saliency_path(
+def saliency_path(
     model: Model,
     prompts: Sequence[IclPrompt],
     heads: str,
@@ -451,7 +451,7 @@ def saliency(
             ``prefix="always"``; see :func:`saliency_batches`.
     """
     per_head = heads == "abs" or keep == "heads"
-    if _saliency_path(model, prompts, heads, keep, prefix, memory, batch_size) == "lean":
+    if saliency_path(model, prompts, heads, keep, prefix, memory, batch_size) == "lean":
         options = LoopOptions(batch_size, padding_side, progress, "saliency")
         return _lean_saliency(
             model, prompts, heads=heads, keep=keep, keep_dir=keep_dir, fwd_hooks=fwd_hooks, options=options

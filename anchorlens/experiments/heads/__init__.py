@@ -1,0 +1,1 @@
+"""Anchors by head: per-head flows, anchor/induction/FV head scores and top-k head ablation (beyond the paper)."""

@@ -1,0 +1,1 @@
+"""The token-roles experiment: its computation, declaration, claim, summary and report section."""
