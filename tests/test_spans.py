@@ -376,3 +376,20 @@ def test_discover_command(tiny, toy_task, tmp_path: Path) -> None:
         saved["precision_at_k"]["k"] == 2 and saved["task"] == "toy" and saved == json.loads(json.dumps(out))
     )
     assert set(saved["ranking"][0]) >= {"token", "kind", "score", "isolation_effect"}
+
+
+@pytest.mark.parametrize("memory", ["exact", "lean"])
+def test_per_head_span_flows_sum_to_the_abs_flows(tiny, memory: str) -> None:  # type: ignore[no-untyped-def]
+    """heads="each": each head's share of the span totals; summed over heads they are heads="abs"'s."""
+    prompts = [
+        span_prompt(tiny, TEXT, SPANS, target=" Negative yes"),
+        span_prompt(tiny, TEXT, SPANS, target=" No"),
+    ]
+    each = span_flow(tiny, prompts, heads="each", memory=memory, batch_size=2)
+    plain = span_flow(tiny, prompts, heads="abs", memory="exact", batch_size=2)
+    assert each.head_total is not None and each.head_total.shape[2] == tiny.cfg.n_heads
+    torch.testing.assert_close(each.head_total.sum(2), plain.total, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(each.total, plain.total, rtol=1e-5, atol=1e-9)
+    assert each.head_flow().shape == (tiny.cfg.n_layers, tiny.cfg.n_heads, 5, 5)
+    with pytest.raises(al.AnchorlensError, match="heads='each'"):
+        plain.head_flow()

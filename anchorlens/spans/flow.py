@@ -215,8 +215,11 @@ class SpanFlowResult:
         names: Span names (the user's, then ``"rest"`` and ``"target"``).
         total: ``[n, layer, span, span]`` summed saliency over the causal pairs of each span pair.
         pairs: ``[n, span, span]`` number of those pairs.
-        heads: ``"sum"`` (``|sum_h A*dL/dA|``, the paper) or ``"abs"`` (``sum_h |A*dL/dA|``).
+        heads: ``"sum"`` (``|sum_h A*dL/dA|``, the paper), ``"abs"`` (``sum_h |A*dL/dA|``) or ``"each"``
+            (``"abs"`` with each head's share kept in ``head_total``).
         matrices: Only with ``keep=True``: per prompt the token-level ``[layer, query, key]`` saliency.
+        head_total: Only with ``heads="each"``: ``[n, layer, head, span, span]`` per-head sums of
+            ``|A_h * dL/dA_h|``; summed over heads they are ``total``.
     """
 
     names: tuple[str, ...]
@@ -224,6 +227,13 @@ class SpanFlowResult:
     pairs: Float[Tensor, "n span span"]
     heads: str = "sum"
     matrices: tuple[Tensor, ...] | None = None
+    head_total: Float[Tensor, "n layer head span span"] | None = None
+
+    def head_flow(self) -> Float[Tensor, "layer head span span"]:
+        """``[layer, head, span, span]`` mean saliency per pair, averaged over prompts (``heads="each"``)."""
+        if self.head_total is None:
+            raise AnchorlensError("Per-head flows need span_flow(..., heads='each').")
+        return (self.head_total / self.pairs.clamp_min(1)[:, None, None]).mean(0)
 
     @property
     def n_layers(self) -> int:
@@ -288,10 +298,11 @@ def _lean_span_flow(
     token-level matrices go to disk layer by layer (:class:`anchorlens.core.lean.LayerFiles`)."""
     n, n_layers, s = len(prompts), model.cfg.n_layers, len(names)
     total, pairs = torch.zeros(n, n_layers, s, s), torch.zeros(n, s, s)
+    head_total = torch.zeros(n, n_layers, model.cfg.n_heads, s, s) if heads == "each" else None
     files = LayerFiles(keep_dir, n_layers, "flow") if keep else None
     onehot, seen = torch.zeros(0), None
     for step in lean_span_gradients(
-        model, prompts, per_head=heads == "abs", fwd_hooks=fwd_hooks, batch_size=batch_size, progress=progress
+        model, prompts, per_head=heads != "sum", fwd_hooks=fwd_hooks, batch_size=batch_size, progress=progress
     ):
         g = step.grads.float()
         sal = g.sum(1).abs() if heads == "sum" else g.abs().sum(1)  # [batch, q, k]
@@ -299,12 +310,16 @@ def _lean_span_flow(
             rows = [prompts[i] for i in step.index]
             seen, onehot = step.batch, span_onehot(span_id_matrix(step.batch, rows, sal.shape[-1]), s)
             pairs[step.index] = pair_counts(onehot)
+        if head_total is not None:
+            for h in range(g.shape[1]):
+                head_total[step.index, step.layer, h] = layer_totals(g[:, h].abs(), onehot)
         if files is not None:
             for r, i in enumerate(step.index):
                 m = len(prompts[i].run_tokens)
                 files.write(i, step.layer, sal[r, :m, :m])
         total[step.index, step.layer] = layer_totals(sal, onehot)
-    return SpanFlowResult(names, total, pairs, heads, files.tensors(n) if files is not None else None)
+    kept = files.tensors(n) if files is not None else None
+    return SpanFlowResult(names, total, pairs, heads, kept, head_total)
 
 
 def span_flow(
@@ -324,7 +339,8 @@ def span_flow(
     Args:
         model: A ``HookedTransformer`` (anything with TL hook names, ``hooks()`` and ``cfg``).
         prompts: :class:`SpanPrompt` s with the same span names (:func:`span_prompt`, :func:`from_icl`).
-        heads: ``"sum"`` (the paper) or ``"abs"``.
+        heads: ``"sum"`` (the paper), ``"abs"``, or ``"each"`` (``"abs"`` and each head's share:
+            :attr:`SpanFlowResult.head_total`).
         keep: Also keep each prompt's token-level ``[layer, query, key]`` saliency (unpadded; on the lean
             path written to disk one layer at a time and mapped back from the files).
         fwd_hooks: The caller's hooks (a list, or a function of the batch), before the multipliers.
@@ -340,11 +356,12 @@ def span_flow(
             see :func:`span_saliency_batches`.
     """
     names = check_same_spans(prompts)
-    if heads not in ("sum", "abs"):
-        raise AnchorlensError(f"heads must be 'sum' or 'abs', got {heads!r}.")
+    if heads not in ("sum", "abs", "each"):
+        raise AnchorlensError(f"heads must be 'sum', 'abs' or 'each', got {heads!r}.")
     lengths = [len(p.run_tokens) for p in prompts]
+    per_head = heads != "sum"
     path = choose_memory(
-        model, lengths, batch_size=batch_size, memory=memory, per_head=heads == "abs", what="span prompt"
+        model, lengths, batch_size=batch_size, memory=memory, per_head=per_head, what="span prompt"
     )
     if path == "lean":
         return _lean_span_flow(
@@ -360,17 +377,23 @@ def span_flow(
         )
     n, n_layers, s = len(prompts), model.cfg.n_layers, len(names)
     total, pairs = torch.zeros(n, n_layers, s, s), torch.zeros(n, s, s)
+    head_total = torch.zeros(n, n_layers, model.cfg.n_heads, s, s) if heads == "each" else None
     kept: list[Tensor] = [torch.zeros(0)] * n
     for index, batch, grads in span_saliency_batches(
-        model, prompts, per_head=heads == "abs", fwd_hooks=fwd_hooks, batch_size=batch_size, progress=progress
+        model, prompts, per_head=per_head, fwd_hooks=fwd_hooks, batch_size=batch_size, progress=progress
     ):
         g = grads.float()
         sal = g.sum(2).abs() if heads == "sum" else g.abs().sum(2)  # [layer, batch, q, k]
         rows = [prompts[i] for i in index]
-        t, c = aggregate(sal, span_id_matrix(batch, rows, sal.shape[-1]), s)
+        ids = span_id_matrix(batch, rows, sal.shape[-1])
+        t, c = aggregate(sal, ids, s)
         total[index], pairs[index] = t, c
+        if head_total is not None:  # heads as extra "layers": [batch, layer * head, s, s]
+            n_h = g.shape[2]
+            by_head = g.abs().transpose(1, 2).reshape(n_layers * n_h, *g.shape[1:2], *g.shape[3:])
+            head_total[index] = aggregate(by_head, ids, s)[0].view(len(index), n_layers, n_h, s, s)
         if keep:
             for r, i in enumerate(index):
                 m = len(prompts[i].run_tokens)
                 kept[i] = sal[:, r, :m, :m].cpu()
-    return SpanFlowResult(names, total, pairs, heads, tuple(kept) if keep else None)
+    return SpanFlowResult(names, total, pairs, heads, tuple(kept) if keep else None, head_total)
