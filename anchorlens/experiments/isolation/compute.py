@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from anchorlens.types import FwdHook, Model, PaddingSide, PrefixPolicy
 
 ANCHORS = ("label", "random")
 LAYER_SETS = ("first", "last")
+
+
+_Run = TypeVar("_Run", bound="RunJson")
 
 
 def resolve_layers(n_layers: int, layers: Sequence[int] | str, k: int | None = None) -> list[int]:
@@ -76,19 +79,22 @@ def random_positions(prompt: IclPrompt, seed: int, index: int = 0) -> tuple[int,
     return tuple(sorted(int(x) for x in rng.choice(pool, size=n, replace=False)))
 
 
-def isolation_mask(batch: PromptBatch, positions: Sequence[Sequence[int]]) -> Bool[Tensor, "batch query key"]:
+def isolation_mask(
+    batch: PromptBatch, positions: Sequence[Sequence[int]], allow_empty: bool = False
+) -> Bool[Tensor, "batch query key"]:
     """``[batch, query, key]`` True on every edge from an earlier key into each row's ``positions``
     (unpadded prompt coordinates; shifted here by the row's offset). Positions outside the batch's tokens
-    (a ``"query"`` batch on a cache holds no demonstration) are skipped.
+    (a ``"query"`` batch on a cache holds no demonstration) are skipped. ``allow_empty``: a row may have no
+    positions (a token role absent from a prompt), its edges all kept.
 
     Raises:
-        AnchorlensError: a row with no positions, or a position outside its prompt.
+        AnchorlensError: a row with no positions (unless ``allow_empty``), or a position outside its prompt.
     """
     width = batch.tokens.shape[1]
     cut = torch.zeros(len(batch), width, width, dtype=torch.bool, device=batch.tokens.device)
     keys = torch.arange(width, device=cut.device)
     for r, (prompt, rows) in enumerate(zip(batch.prompts, positions, strict=True)):
-        if len(rows) == 0:
+        if len(rows) == 0 and not allow_empty:
             raise AnchorlensError(f"Row {r}: empty position set; give at least one position to isolate.")
         off = int(batch.offset[r])
         for p in rows:
@@ -150,8 +156,28 @@ def isolate(
     return prefix_safe(hooks) if anchors == "label" else full_prompts_only(hooks)
 
 
+class RunJson:
+    """``to_json``/``from_json`` of a frozen run dataclass: its fields as they are, and its optional
+    ``predictions`` (per query, for paired intervals) as :class:`Predictions` JSON. Shared by isolation's
+    and token-role isolation's runs."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}  # type: ignore[arg-type]
+        predictions = getattr(self, "predictions", None)
+        if predictions is not None:
+            out["predictions"] = predictions.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls: type[_Run], d: dict[str, Any]) -> _Run:
+        """The run :meth:`to_json` wrote."""
+        pred = Predictions.from_json(d["predictions"]) if d.get("predictions") else None
+        kept = {f.name: d[f.name] for f in fields(cls) if f.name != "predictions"}  # type: ignore[arg-type]
+        return cls(**kept, predictions=pred)  # type: ignore[call-arg]  # the subclass's dataclass fields
+
+
 @dataclass(frozen=True)
-class IsolationRun:
+class IsolationRun(RunJson):
     """One isolation setting and its effect against the unmodified run."""
 
     anchors: str
@@ -161,18 +187,6 @@ class IsolationRun:
     word_loyalty: float
     accuracy: float
     predictions: Predictions | None = field(default=None, repr=False, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}
-        if self.predictions is not None:  # per query, for paired intervals
-            out["predictions"] = self.predictions.to_json()
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> IsolationRun:
-        """The run :meth:`to_json` wrote."""
-        pred = Predictions.from_json(d["predictions"]) if d.get("predictions") else None
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "predictions"}, predictions=pred)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,6 @@ from anchorlens.experiments.roles.isolation import (
     RoleIsolationRun,
     isolate_role,
     role_isolation,
-    role_mask,
 )
 from anchorlens.experiments.roles.tagging import ROLES, TEXT_ROLES, check_roles, token_roles
 from anchorlens.experiments.saliency.compute import (
@@ -73,7 +72,6 @@ __all__ = [
     "isolate_role",
     "role_flows",
     "role_isolation",
-    "role_mask",
     "roles",
     "token_roles",
 ]

@@ -8,12 +8,8 @@ flows into those positions there. Label and word loyalty are measured against th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
-
-import torch
-from jaxtyping import Bool
-from torch import Tensor
 
 from anchorlens.core.backends import require_attention_edits
 from anchorlens.core.batch import PromptBatch
@@ -23,13 +19,13 @@ from anchorlens.core.prefix import check_policy, full_prompts_only
 from anchorlens.core.prompts import IclPrompt
 from anchorlens.core.runner import HookSpec, LoopOptions, collect_predictions, predict
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.isolation.compute import LAYER_SETS, resolve_layers
+from anchorlens.experiments.isolation.compute import LAYER_SETS, RunJson, isolation_mask, resolve_layers
 from anchorlens.experiments.roles.tagging import ISOLATED_ROLES, check_roles, token_roles
 from anchorlens.types import FwdHook, Model, PaddingSide, PrefixPolicy
 
 
 @dataclass(frozen=True)
-class RoleIsolationRun:
+class RoleIsolationRun(RunJson):
     """Every position of one role isolated in the first or last k layers, against the unmodified run.
 
     Attributes:
@@ -48,17 +44,6 @@ class RoleIsolationRun:
     accuracy: float
     positions: float
     predictions: Predictions | None = field(default=None, repr=False, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}
-        if self.predictions is not None:
-            out["predictions"] = self.predictions.to_json()
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> RoleIsolationRun:
-        pred = Predictions.from_json(d["predictions"]) if d.get("predictions") else None
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "predictions"}, predictions=pred)
 
 
 @dataclass(frozen=True)
@@ -89,20 +74,6 @@ class RoleIsolationResult:
         return cls(runs, Predictions.from_json(d["reference"]), d["mode"])
 
 
-def role_mask(batch: PromptBatch, positions: Sequence[Sequence[int]]) -> Bool[Tensor, "batch query key"]:
-    """``[batch, query, key]`` True on every edge from an earlier key into each row's ``positions``
-    (unpadded; a row may have none): :func:`anchorlens.experiments.isolation.compute.isolation_mask`'s cut."""
-    width = batch.tokens.shape[1]
-    rows = torch.zeros(len(batch), width, dtype=torch.bool)
-    for r, ps in enumerate(positions):
-        rows[r, [p + int(batch.offset[r]) for p in ps]] = True
-    keys = torch.arange(width)
-    earlier = (keys[None, None, :] < keys[None, :, None]) & (
-        keys[None, None, :] >= batch.offset.cpu()[:, None, None]
-    )
-    return (rows[:, :, None] & earlier).to(batch.tokens.device)
-
-
 def isolate_role(
     positions: Sequence[Sequence[int]], layers: Sequence[int], mode: str = "pre"
 ) -> Callable[[PromptBatch], list[FwdHook]]:
@@ -113,7 +84,8 @@ def isolate_role(
     def hooks(batch: PromptBatch) -> list[FwdHook]:
         if batch.kind != "full":
             raise AnchorlensError(f"Role isolation met a {batch.kind!r} batch; it needs full prompts.")
-        return cut_edges_hooks(layers, role_mask(batch, [positions[i] for i in batch.indices]), mode)
+        cut = isolation_mask(batch, [positions[i] for i in batch.indices], allow_empty=True)
+        return cut_edges_hooks(layers, cut, mode)
 
     return full_prompts_only(hooks)
 
