@@ -264,3 +264,25 @@ def test_saliency_under_label_isolation_has_no_text_to_label_flow(tiny: Any, toy
     cut = al.saliency(tiny, prompts, fwd_hooks=al.isolate(prompts, [0]))
     assert bool((cut.S_wp[:, 0] == 0).all()) and bool((cut.S_pq[:, 0] > 0).all())
     assert bool((al.saliency(tiny, prompts).S_wp[:, 0] > 0).all())
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_saliency_tap_equals_the_multiplier(gpt2_like: Any, toy_task: al.Task, per_head: bool) -> None:
+    """The lean path's tap (identity forward, ``A * dL/dA`` stored in the backward pass) gives the
+    multiplier's gradient, summed over heads or per head, and passes the gradient on unchanged."""
+    from anchorlens.core.hooks import gradient_multiplier_hooks, saliency_tap_hooks
+
+    batch = torch.tensor([al.build_prompts(gpt2_like, toy_task, n=2)[0].tokens])
+    layers = list(range(gpt2_like.cfg.n_layers))
+    taps: dict[int, torch.Tensor] = {}
+    ones: dict[int, torch.Tensor] = {}
+    with torch.enable_grad():
+        embed = gpt2_like.embed(batch).detach().requires_grad_(True)
+        hook = ("hook_embed", lambda x, hook: embed)
+        with gpt2_like.hooks(fwd_hooks=[hook, *saliency_tap_hooks(layers, taps, per_head)]):
+            (tap_x,) = torch.autograd.grad(gpt2_like(batch)[0, -1, 0], [embed])
+        with gpt2_like.hooks(fwd_hooks=[hook, *gradient_multiplier_hooks(layers, ones, per_head)]):
+            *mult, mult_x = torch.autograd.grad(gpt2_like(batch)[0, -1, 0], [ones[x] for x in layers] + [embed])
+    for layer, expected in zip(layers, mult, strict=True):
+        torch.testing.assert_close(taps[layer], expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(tap_x, mult_x)

@@ -60,6 +60,55 @@ def gradient_multiplier_hooks(
     return [(pattern_name(layer), make(layer)) for layer in layers]
 
 
+class _SaliencyTap(torch.autograd.Function):
+    """Identity on the pattern; its backward stores ``A * dL/dA`` (summed over heads, or per head) and
+    passes ``dL/dA`` on unchanged. Unlike a multiplier it adds no ``[batch, head, query, key]`` tensor
+    to the forward pass, and the head sum is accumulated one head at a time."""
+
+    @staticmethod
+    def forward(ctx: Any, pattern: Tensor, key: tuple[dict[int, Tensor], int, bool]) -> Tensor:
+        ctx.save_for_backward(pattern)
+        ctx.key = key
+        return pattern.view_as(pattern)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (pattern,) = ctx.saved_tensors
+        store, layer, per_head = ctx.key
+        if per_head:
+            store[layer] = (pattern * grad).detach()
+        else:
+            acc = pattern[:, 0] * grad[:, 0]
+            for h in range(1, pattern.shape[1]):
+                acc.addcmul_(pattern[:, h], grad[:, h])
+            store[layer] = acc[:, None].detach()
+        return grad, None
+
+
+def saliency_tap_hooks(
+    layers: Sequence[int],
+    store: dict[int, torch.Tensor],
+    per_head: bool = False,
+    ran: set[int] | None = None,
+) -> list[FwdHook]:
+    """``A * dL/dA`` read in the backward pass (the lean path's, :mod:`anchorlens.core.lean`): the same
+    numbers as :func:`gradient_multiplier_hooks`, in less memory. After a backward pass through layer
+    ``l``'s pattern, ``store[layer]`` holds ``[batch, 1, query, key]`` (``per_head``: ``[batch, head,
+    query, key]``). The pattern must require grad (the block's input does), and the backward pass must go
+    through it (take the gradient with respect to the block's input). ``ran`` collects the layers whose
+    hook ran in the forward pass."""
+
+    def make(layer: int) -> HookFn:
+        def hook(pattern: Pattern, hook: Any) -> Pattern:
+            if ran is not None:
+                ran.add(layer)
+            return _SaliencyTap.apply(pattern, (store, layer, per_head))  # type: ignore[no-any-return]
+
+        return hook
+
+    return [(pattern_name(layer), make(layer)) for layer in layers]
+
+
 def cut_edges_hooks(
     layers: Sequence[int], cut: Bool[Tensor, "batch query key"], mode: str = "pre"
 ) -> list[FwdHook]:

@@ -18,10 +18,11 @@ checkpointing, written on the public modules both TransformerLens front-ends sha
    these logits must equal the capture pass's (else :class:`AnchorlensError`: the model's head is not
    ``ln_final`` then ``unembed``, or a hook is not a function of its input);
 3. **the sweep**: for ``l = L-1 .. 0``, block ``l`` runs again from its captured input (detached, requiring
-   grad) under the caller's hooks and a gradient multiplier at its ``hook_pattern``
-   (:func:`anchorlens.core.hooks.gradient_multiplier_hooks`); ``torch.autograd.grad(out, [x, multiplier],
-   grad_outputs=g)`` gives that layer's ``A * dL/dA`` (yielded, for the caller to reduce and let go) and the
-   gradient ``g`` for the layer below.
+   grad) under the caller's hooks and a tap at its ``hook_pattern``
+   (:func:`anchorlens.core.hooks.saliency_tap_hooks`: identity forward; its backward stores
+   ``A * dL/dA``); ``torch.autograd.grad(out, [x], grad_outputs=g)`` gives the gradient ``g`` for the layer
+   below and, on its way, that layer's ``A * dL/dA`` (yielded, for the caller to reduce and let go). The
+   exact path's multiplier of ones would add a ``[batch, head, T, T]`` product to the replay.
 
 Cost: about two forward passes and one backward. Memory: the ``L`` captured residual streams (``L x batch x
 T x d_model``) plus one layer's attention and its gradient. Parameters never get ``.grad`` (frozen, and
@@ -63,7 +64,7 @@ from torch import Tensor
 
 from anchorlens.core.backends import is_bridge, require_attention_edits
 from anchorlens.core.batch import PromptBatch
-from anchorlens.core.hooks import gradient_multiplier_hooks, pattern_name
+from anchorlens.core.hooks import pattern_name, saliency_tap_hooks
 from anchorlens.core.kvcache import model_device
 from anchorlens.core.models import frozen
 from anchorlens.core.runner import (
@@ -305,11 +306,13 @@ def _step(
     model: Model, sweep: _Sweep, layer: int, wanted: bool, per_head: bool, row_losses: RowLosses
 ) -> Tensor | None:
     """Replay ``layer`` with grad; set the sweep's gradient for the layer below; return ``A * dL/dA``
-    (None where the layer is not wanted)."""
+    (None where the layer is not wanted). The input always requires grad (so does the pattern, which the
+    tap reads in the backward pass, :func:`anchorlens.core.hooks.saliency_tap_hooks`)."""
     captured = sweep.inputs.pop(layer)
-    x = captured.resid.detach().requires_grad_(layer > sweep.low)
+    x = captured.resid.detach().requires_grad_(True)
     store: dict[int, Tensor] = {}
-    own = gradient_multiplier_hooks([layer], store, per_head) if wanted else []
+    ran: set[int] = set()
+    own = saliency_tap_hooks([layer], store, per_head, ran) if wanted else []
     batch = sweep.batch
     with model.hooks(fwd_hooks=[*sweep.hooks, *own]), running(batch):
         out = run_block(model, layer, x, captured)
@@ -322,24 +325,23 @@ def _step(
             root, seed = losses.sum(), None
         else:
             root, seed = out, sweep.g.to(out.device)
-    if wanted and layer not in store:
+    if wanted and layer not in ran:
         raise AnchorlensError(
             f"{pattern_name(layer)} never ran, so its saliency cannot be measured "
             "(does this model call hook_pattern in its attention?)."
         )
-    if not root.requires_grad:  # nothing below this point reaches the loss
-        raise _unused(layer, f"a hook detached block {layer}'s output from its attention and its input")
-    inputs = ([x] if x.requires_grad else []) + ([store[layer]] if wanted else [])
-    grads = torch.autograd.grad(root, inputs, grad_outputs=seed, allow_unused=True)
-    if x.requires_grad:
-        if grads[0] is None:
+    if not root.requires_grad:  # nothing in this block reaches its input or its pattern
+        raise _unused(sweep.low, f"a hook cut the residual stream's gradient in block {layer}")
+    (grad,) = torch.autograd.grad(root, [x], grad_outputs=seed, allow_unused=True)
+    if layer > sweep.low:
+        if grad is None:
             raise _unused(sweep.low, f"a hook cut the residual stream's gradient in block {layer}")
-        sweep.g = grads[0].detach()
+        sweep.g = grad.detach()
     if not wanted:
         return None
-    if grads[-1] is None:
+    if layer not in store:  # the backward pass never went through the pattern
         raise _unused(layer, "a hook detached it, or the model only observes it")
-    return grads[-1].detach()
+    return store.pop(layer)
 
 
 def lean_gradients(
