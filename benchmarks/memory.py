@@ -13,7 +13,8 @@ failed.
 
 Reported: per point ``time_s``, ``peak_gb`` (process), ``run_peak_gb`` (peak minus the resident memory
 before the run), ``n_ctx``; per path the growth exponents of ``peak_gb`` and ``run_peak_gb`` over T
-(least-squares slope of log peak on log T over the lengths from 1k on); ``lean_over_exact_time`` per
+(least-squares slope of log peak on log T over the lengths asked for from 1,024 on) and the local exponent
+between the two longest lengths; ``lean_over_exact_time`` per
 length both paths ran.
 
 Usage: ``.venv/bin/python benchmarks/memory.py [--tokens 512,1024,2048,4096,8192] [--paths exact,lean]
@@ -123,9 +124,10 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(point))
 
 
-def slope(points: list[dict[str, Any]], key: str) -> float | None:
-    """Least-squares slope of log ``key`` on log tokens over the points from 1k tokens on."""
-    xs = [(math.log(p["tokens"]), math.log(p[key])) for p in points if p["tokens"] >= 1000 and p[key] > 0]
+def slope(points: list[dict[str, Any]], key: str, start: int = 1024) -> float | None:
+    """Least-squares slope of log ``key`` on log tokens (the prompt's real length) over the points asked for
+    at ``start`` tokens or more (the 1k point's prompt has a little under 1,024 tokens)."""
+    xs = [(math.log(p["tokens"]), math.log(p[key])) for p in points if p["requested"] >= start and p[key] > 0]
     if len(xs) < 2:
         return None
     mx, my = sum(x for x, _ in xs) / len(xs), sum(y for _, y in xs) / len(xs)
@@ -138,8 +140,12 @@ def run_point(args: argparse.Namespace, path: str, tokens: int) -> dict[str, Any
     cmd = [*shlex.split(args.wrap), sys.executable, __file__, *one]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if done.returncode != 0:
-        return {"tokens": tokens, "failed": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        return {
+            "requested": tokens,
+            "tokens": tokens,
+            "failed": f"exit {done.returncode}: {done.stderr.strip()[-300:]}",
+        }
+    return {"requested": tokens, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:
@@ -162,7 +168,7 @@ def main() -> None:
         failed = False
         for t in lengths:
             if failed:
-                points.append({"tokens": t, "skipped": "a shorter prompt failed"})
+                points.append({"requested": t, "tokens": t, "skipped": "a shorter prompt failed"})
                 continue
             point = run_point(args, path, t)
             failed = "failed" in point
@@ -173,6 +179,7 @@ def main() -> None:
             "points": points,
             "peak_exponent": slope(ran, "peak_gb"),
             "run_peak_exponent": slope(ran, "run_peak_gb"),
+            "peak_exponent_longest_two": slope(ran[-2:], "peak_gb", start=0),
         }
     if {"exact", "lean"} <= set(out["paths"]):
         exact = {p["tokens"]: p for p in out["paths"]["exact"]["points"] if "time_s" in p}
