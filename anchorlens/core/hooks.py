@@ -102,7 +102,7 @@ def saliency_tap_hooks(
         def hook(pattern: Pattern, hook: Any) -> Pattern:
             if ran is not None:
                 ran.add(layer)
-            return _SaliencyTap.apply(pattern, (store, layer, per_head))  # type: ignore[no-any-return]
+            return _SaliencyTap.apply(pattern, (store, layer, per_head))
 
         return hook
 
