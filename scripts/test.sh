@@ -9,7 +9,9 @@ bash scripts/setup.sh
 .venv/bin/ruff check anchorlens tests benchmarks
 .venv/bin/ruff format --check anchorlens tests benchmarks
 .venv/bin/mypy
-# The notebooks run top to bottom on the offline model (nbmake; HTML outputs are not compared).
+bash scripts/docs.sh >/dev/null  # the documentation site, warnings as errors
+# The notebooks run top to bottom on the offline model (nbmake; their stored outputs are checked for staleness
+# by tests/test_notebooks.py); tests/test_browser.py opens the site and a report in headless Chromium.
 .venv/bin/python -m pytest -m "not slow" -q --nbmake tests notebooks "$@"
 bash scripts/setup_tl4.sh
 .venv-tl4/bin/python -m pytest -q -p no:cacheprovider tests/test_bridge.py

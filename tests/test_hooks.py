@@ -282,7 +282,9 @@ def test_saliency_tap_equals_the_multiplier(gpt2_like: Any, toy_task: al.Task, p
         with gpt2_like.hooks(fwd_hooks=[hook, *saliency_tap_hooks(layers, taps, per_head)]):
             (tap_x,) = torch.autograd.grad(gpt2_like(batch)[0, -1, 0], [embed])
         with gpt2_like.hooks(fwd_hooks=[hook, *gradient_multiplier_hooks(layers, ones, per_head)]):
-            *mult, mult_x = torch.autograd.grad(gpt2_like(batch)[0, -1, 0], [ones[x] for x in layers] + [embed])
+            *mult, mult_x = torch.autograd.grad(
+                gpt2_like(batch)[0, -1, 0], [ones[x] for x in layers] + [embed]
+            )
     for layer, expected in zip(layers, mult, strict=True):
         torch.testing.assert_close(taps[layer], expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(tap_x, mult_x)

@@ -156,7 +156,7 @@ def save_html(path: str | Path, *parts: Any, title: str = "anchorlens") -> Path:
     for part in parts:
         body.append(part.local_src if hasattr(part, "local_src") else str(part))
     doc = (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>{html.escape(title)}</title></head>\n'
         '<body style="font-family:sans-serif;margin:16px">\n'
         + "\n".join(f'<div style="margin:12px 0">{b}</div>' for b in body)
         + "\n</body></html>\n"

@@ -177,7 +177,7 @@ def compare(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     png = base64.b64encode(figure.read_bytes()).decode("ascii")
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>anchorlens: models compared</title>"
+        "<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>anchorlens: models compared</title>"
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}td,th{border:1px solid #ccc;"
         "padding:4px}table{border-collapse:collapse}</style></head><body>"
         f"<h1>Label words are anchors: {html.escape(', '.join(models))}</h1>"

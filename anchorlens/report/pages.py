@@ -89,7 +89,7 @@ def render_html(
     """The report as one self-contained HTML page (figures embedded as PNG data, no network needed)."""
     folder = Path(cfg.out) / "figures"
     parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>anchorlens report</title><style>{_STYLE}",
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>anchorlens report</title><style>{_STYLE}",
         "</style></head><body>",
         f"<h1>anchorlens: Label Words are Anchors on {html.escape(cfg.model)}</h1>",
         f"<p>{html.escape(_settings_line(cfg, 'trained '))}; wall time "

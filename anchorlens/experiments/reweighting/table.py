@@ -139,9 +139,12 @@ def table1(
         seed: Seeds the demonstrations, the auxiliary train set, the test sample and training.
         many_shots: Shots per class of the vanilla many-shot row (default 5, 3 for ``agnews``).
         aux_shots: Auxiliary train examples per class (the paper: 4).
-        epochs, lr, batch_size: Training (the paper: 10, 0.01, 1).
+        epochs: Training epochs (the paper: 10).
+        lr: Adam's learning rate (the paper: 0.01).
+        batch_size: Training batch size (the paper: 1).
         eval_batch_size: Prompts per evaluation forward pass.
-        per_shot, all_subtokens: See :class:`AnchorReweighting`.
+        per_shot: See :class:`AnchorReweighting`.
+        all_subtokens: See :class:`AnchorReweighting`.
         padding_side: Of training and evaluation batches.
         on_overflow: Prompts longer than the context: ``"error"`` or ``"drop"`` (then the rows may be
             measured on different queries; ``n`` counts the 1-shot ones).
