@@ -38,7 +38,7 @@ def test_a_broken_internal_link_fails_the_build(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "index.md").write_text("# Home\n\nSee [the experiment](experiments/no-such-page.md).\n")
-    config.update(docs_dir=str(docs), nav=["index.md"], plugins=["search"], exclude_docs="")
+    config.update(docs_dir=str(docs), nav=["index.md"], plugins=["search"])
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
     done = build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert done.returncode != 0 and "experiments/no-such-page.md" in done.stderr
