@@ -27,11 +27,14 @@ from anchorlens.experiments.heads.compute import (
 
 def test_head_flows_sum_to_the_layer_flows(tiny, toy_task) -> None:  # type: ignore[no-untyped-def]
     prompts = al.build_prompts(tiny, toy_task, n=4, seed=0)
-    flows = head_flows(tiny, prompts, batch_size=3)
+    flows = head_flows(tiny, prompts, batch_size=3, memory="exact")
     layer = al.saliency(tiny, prompts, heads="abs", memory="exact")
     assert flows.S_pq.shape == (4, tiny.cfg.n_layers, tiny.cfg.n_heads)
     for name, summed in flows.layer_flows().items():
         torch.testing.assert_close(summed, getattr(layer, name), rtol=1e-5, atol=1e-9)
+    lean = head_flows(tiny, prompts, batch_size=3, memory="lean")  # one layer at a time: the same numbers
+    for name in ("S_wp", "S_pq", "S_ww"):
+        torch.testing.assert_close(getattr(lean, name), getattr(flows, name), rtol=1e-5, atol=1e-9)
     share = anchor_scores(flows)
     assert share[-1].sum() == pytest.approx(1.0, abs=1e-5)  # the deep third of 2 layers: the last
 

@@ -50,7 +50,7 @@ from anchorlens.core.runner import (
 from anchorlens.core.sampling import sample_demonstrations, sample_test
 from anchorlens.core.tasks import Example, Task
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.saliency.compute import flow_masks, saliency_batches
+from anchorlens.experiments.saliency.compute import flow_masks, saliency_path, saliency_steps
 from anchorlens.types import Model, PaddingSide
 
 Head = tuple[int, int]
@@ -91,27 +91,22 @@ def head_flows(
     fwd_hooks: HookSpec = None,
     padding_side: PaddingSide = "right",
     progress: bool | str = False,
+    memory: str = "auto",
 ) -> HeadFlows:
-    """S_wp, S_pq and S_ww per prompt, layer and head (full prompts, every layer's per-head gradient at
-    once: for prompts of thousands of tokens use ``al.saliency(memory="lean", keep="heads")``)."""
-    if len(prompts) == 0:
-        raise AnchorlensError("No prompts to measure.")
+    """S_wp, S_pq and S_ww per prompt, layer and head: the means of ``|A_h * dL/dA_h|`` over the paper's
+    pairs (full prompts). ``memory`` as :func:`anchorlens.saliency`'s: the exact path keeps every layer's
+    per-head gradient at once, the lean one a layer at a time (the same numbers)."""
+    lean = saliency_path(model, prompts, "abs", "none", "never", memory, batch_size) == "lean"
     n, n_layers, n_heads = len(prompts), model.cfg.n_layers, model.cfg.n_heads
     out = torch.zeros(3, n, n_layers, n_heads)
-    for index, batch, grads in saliency_batches(
-        model,
-        prompts,
-        per_head=True,
-        fwd_hooks=fwd_hooks,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        progress=progress,
-        prefix="never",
-    ):
+    options = LoopOptions(batch_size, padding_side, progress, "head flows")
+    steps = saliency_steps(model, prompts, lean=lean, per_head=True, fwd_hooks=fwd_hooks, options=options)
+    for index, batch, layers, grads in steps:
         sal = grads.float().abs()  # [layer, batch, head, q, k]
+        rows, cols = torch.tensor(index)[:, None], torch.tensor(layers)[None, :]
         for f, mask in enumerate(flow_masks(batch, sal.shape[-1])):
             m = mask.to(sal.dtype)
-            out[f, index] = (torch.einsum("lbhij,bij->blh", sal, m) / m.sum((1, 2))[:, None, None]).cpu()
+            out[f, rows, cols] = (torch.einsum("lbhij,bij->blh", sal, m) / m.sum((1, 2))[:, None, None]).cpu()
     return HeadFlows(out[0], out[1], out[2])
 
 

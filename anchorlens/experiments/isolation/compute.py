@@ -203,16 +203,6 @@ class IsolationResult:
                 return run
         raise KeyError((anchors, layers, k))
 
-    def verdict(self, k: int) -> dict[str, Any]:
-        """Does isolating label words in the first k layers lower loyalty more than the other three?"""
-        first = self.get("label", "first", k)
-        others = [r for r in self.runs if r.k == k and (r.anchors, r.layers) != ("label", "first")]
-        return {
-            "k": k,
-            "label_first_lowest_label_loyalty": all(first.label_loyalty < r.label_loyalty for r in others),
-            "label_first_lowest_word_loyalty": all(first.word_loyalty < r.word_loyalty for r in others),
-        }
-
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> IsolationResult:
         """The result :meth:`to_json` wrote (from its ``results`` and ``reference``)."""
@@ -220,16 +210,11 @@ class IsolationResult:
         return cls(runs, Predictions.from_json(d["reference"]), d["mode"])
 
     def to_json(self) -> dict[str, Any]:
-        ks = sorted({r.k for r in self.runs})
+        """Numbers only: the one verdict is the isolation claim's (:mod:`anchorlens.experiments.isolation.claim`)."""
         return {
             "mode": self.mode,
             "reference_accuracy": self.reference.accuracy,
             "results": [r.to_json() for r in self.runs],
-            "verdicts": [
-                self.verdict(k)
-                for k in ks
-                if any(r.anchors == "label" and r.layers == "first" for r in self.runs)
-            ],
             "reference": self.reference.to_json(),
         }
 

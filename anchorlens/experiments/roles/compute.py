@@ -42,7 +42,6 @@ from torch import Tensor
 
 from anchorlens.core.batch import PromptBatch
 from anchorlens.core.layers import layer_thirds
-from anchorlens.core.lean import lean_gradients
 from anchorlens.core.prompts import IclPrompt
 from anchorlens.core.runner import HookSpec, LoopOptions
 from anchorlens.errors import AnchorlensError
@@ -54,12 +53,7 @@ from anchorlens.experiments.roles.isolation import (
     role_isolation,
 )
 from anchorlens.experiments.roles.tagging import ROLES, TEXT_ROLES, check_roles, token_roles
-from anchorlens.experiments.saliency.compute import (
-    check_grad_batch,
-    row_losses,
-    saliency_batches,
-    saliency_path,
-)
+from anchorlens.experiments.saliency.compute import saliency_path, saliency_steps
 from anchorlens.types import Model, PaddingSide
 
 __all__ = [
@@ -216,36 +210,12 @@ def _saliency_maps(
 ) -> Iterator[tuple[list[int], PromptBatch, list[int], Float[Tensor, "layer batch query key"]]]:
     """``(indices, batch, layers, I)``: the saliency ``I_l`` of the batch's rows in ``layers``, by the path
     :func:`anchorlens.saliency` would take (every layer at once, or one at a time on the lean path)."""
-    per_head = heads == "abs"
-
-    def reduce(g: Tensor) -> Tensor:  # [..., head, q, k] -> [..., q, k]
-        g = g.float()
-        return g.sum(-3).abs() if heads == "sum" else g.abs().sum(-3)
-
-    if lean:
-        steps = lean_gradients(
-            model,
-            prompts,
-            lambda batch, logits, _: row_losses(batch, logits),
-            per_head=per_head,
-            fwd_hooks=fwd_hooks,
-            options=options,
-            check=check_grad_batch,
-        )
-        for step in steps:
-            yield step.index, step.batch, [step.layer], reduce(step.grads)[None]
-        return
-    for index, batch, grads in saliency_batches(
-        model,
-        prompts,
-        per_head=per_head,
-        fwd_hooks=fwd_hooks,
-        batch_size=options.batch_size,
-        padding_side=options.padding_side,
-        progress=options.progress,
-        prefix="never",
-    ):
-        yield index, batch, list(range(model.cfg.n_layers)), reduce(grads)
+    steps = saliency_steps(
+        model, prompts, lean=lean, per_head=heads == "abs", fwd_hooks=fwd_hooks, options=options
+    )
+    for index, batch, layers, grads in steps:  # [layer, batch, head, q, k] -> [layer, batch, q, k]
+        g = grads.float()
+        yield index, batch, layers, g.sum(-3).abs() if heads == "sum" else g.abs().sum(-3)
 
 
 def _pair_masks(

@@ -333,6 +333,47 @@ def batch_saliency(
     raise AssertionError("unreachable: one batch in, one out")
 
 
+def saliency_steps(
+    model: Model,
+    prompts: Sequence[IclPrompt],
+    *,
+    lean: bool,
+    per_head: bool,
+    fwd_hooks: HookSpec,
+    options: LoopOptions,
+) -> Iterator[tuple[list[int], PromptBatch, list[int], Float[Tensor, "layer batch head query key"]]]:
+    """``(indices, batch, layers, A * dL/dA)`` of full prompts, by either path: the exact path
+    (:func:`saliency_batches`) yields every layer of a batch at once, the lean path
+    (:func:`anchorlens.core.lean.lean_gradients`) one layer at a time, the last first. ``A * dL/dA`` is
+    ``[len(layers), batch, head, query, key]`` (``head`` is 1 unless ``per_head``). The one place that
+    picks between the two paths' loops for :func:`saliency`, the token roles and the per-head flows."""
+    if lean:
+        for step in lean_gradients(
+            model,
+            prompts,
+            lambda batch, logits, _: row_losses(batch, logits),
+            per_head=per_head,
+            fwd_hooks=fwd_hooks,
+            options=options,
+            check=check_grad_batch,
+        ):
+            yield step.index, step.batch, [step.layer], step.grads[None]
+        return
+    yield from (
+        (index, batch, list(range(model.cfg.n_layers)), grads)
+        for index, batch, grads in saliency_batches(
+            model,
+            prompts,
+            per_head=per_head,
+            fwd_hooks=fwd_hooks,
+            batch_size=options.batch_size,
+            padding_side=options.padding_side,
+            progress=options.progress,
+            prefix="never",
+        )
+    )
+
+
 def _lean_saliency(
     model: Model,
     prompts: Sequence[IclPrompt],
@@ -343,7 +384,7 @@ def _lean_saliency(
     fwd_hooks: HookSpec,
     options: LoopOptions,
 ) -> SaliencyResult:
-    """:func:`saliency` one layer at a time (:func:`anchorlens.core.lean.lean_gradients`): each layer's
+    """:func:`saliency` one layer at a time (:func:`saliency_steps`' lean path): each layer's
     ``A * dL/dA`` reduced into the three flows at once; kept matrices go to disk layer by layer."""
     per_head = heads == "abs" or keep == "heads"
     n, n_layers = len(prompts), model.cfg.n_layers
@@ -352,27 +393,20 @@ def _lean_saliency(
     masks: tuple[Tensor, ...] = ()
     counts = torch.zeros(0)
     seen: PromptBatch | None = None
-    for step in lean_gradients(
-        model,
-        prompts,
-        lambda batch, logits, _: row_losses(batch, logits),
-        per_head=per_head,
-        fwd_hooks=fwd_hooks,
-        options=options,
-        check=check_grad_batch,
-    ):
-        g, batch = step.grads.float(), step.batch  # [batch, head, q, k]
+    steps = saliency_steps(model, prompts, lean=True, per_head=per_head, fwd_hooks=fwd_hooks, options=options)
+    for index, batch, (layer,), grads in steps:
+        g = grads[0].float()  # [batch, head, q, k]
         sal = g.sum(1).abs() if heads == "sum" else g.abs().sum(1)  # [batch, q, k]
         if batch is not seen:  # once per batch
             seen, masks = batch, flow_masks(batch, sal.shape[-1])
             counts = torch.stack([m.sum((1, 2)) for m in masks]).to(sal.dtype)
         for f, mask in enumerate(masks):
-            out[f, step.index, step.layer] = ((sal * mask).sum((1, 2)) / counts[f]).cpu()
+            out[f, index, layer] = ((sal * mask).sum((1, 2)) / counts[f]).cpu()
         if files is not None:
-            for r, i in enumerate(step.index):
+            for r, i in enumerate(index):
                 real = batch.attention_mask[r].bool()
                 full = g[r] if keep == "heads" else sal[r]
-                files.write(i, step.layer, full[..., real, :][..., real])
+                files.write(i, layer, full[..., real, :][..., real])
     matrices = files.tensors(n) if files is not None else None
     return SaliencyResult(out[0], out[1], out[2], heads=heads, matrices=matrices)
 
