@@ -1,7 +1,7 @@
 """Attention x gradient one layer at a time: the same ``A * dL/dA`` as the exact path, in memory that grows
 with the layers' residual streams instead of every layer's ``heads x T^2`` attention (issue 21).
 
-The exact path (:func:`anchorlens.experiments.saliency.compute.pattern_gradients`) multiplies every
+The exact path (:func:`anchorlens.experiments.saliency.gradients.pattern_gradients`) multiplies every
 layer's ``hook_pattern`` by ones that require grad and takes one backward pass, so every layer's pattern,
 multiplier and their gradients are alive at once. The lean path (:func:`lean_gradients`) is activation
 checkpointing, written on the public modules both TransformerLens front-ends share (``model.blocks[l]``,

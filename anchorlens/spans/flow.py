@@ -34,7 +34,7 @@ from anchorlens.core.hooks import capture_hooks
 from anchorlens.core.lean import LayerFiles, LayerGrads, choose_memory, lean_gradients
 from anchorlens.core.runner import BatchHooks, HookSpec, LoopOptions, forward_batches
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.saliency.compute import pattern_gradients
+from anchorlens.experiments.saliency.gradients import pattern_gradients
 from anchorlens.spans.prompts import SpanPrompt
 from anchorlens.types import Model
 
