@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ LAYER_SETS = ("first", "last")
 
 
 _Run = TypeVar("_Run", bound="RunJson")
+_Sweep = TypeVar("_Sweep", bound="SweepJson")
 
 
 def resolve_layers(n_layers: int, layers: Sequence[int] | str, k: int | None = None) -> list[int]:
@@ -176,6 +177,31 @@ class RunJson:
         return cls(**kept, predictions=pred)  # type: ignore[call-arg]  # the subclass's dataclass fields
 
 
+class SweepJson:
+    """``to_json``/``from_json`` of a sweep's result: its ``runs`` (of the subclass's ``RUN`` type), the
+    cut's ``mode`` and the unmodified ``reference`` run. Numbers only: the one verdict is the experiment's
+    claim's. Shared by isolation's and token-role isolation's results."""
+
+    RUN: ClassVar[type[RunJson]]
+    runs: tuple[RunJson, ...]
+    reference: Predictions
+    mode: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "reference_accuracy": self.reference.accuracy,
+            "results": [r.to_json() for r in self.runs],
+            "reference": self.reference.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls: type[_Sweep], d: dict[str, Any]) -> _Sweep:
+        """The result :meth:`to_json` wrote (from its ``results``, ``reference`` and ``mode``)."""
+        runs = tuple(cls.RUN.from_json(r) for r in d["results"])
+        return cls(runs, Predictions.from_json(d["reference"]), d["mode"])  # type: ignore[call-arg]
+
+
 @dataclass(frozen=True)
 class IsolationRun(RunJson):
     """One isolation setting and its effect against the unmodified run."""
@@ -190,9 +216,10 @@ class IsolationRun(RunJson):
 
 
 @dataclass(frozen=True)
-class IsolationResult:
+class IsolationResult(SweepJson):
     """All settings of a sweep plus the unmodified reference run."""
 
+    RUN: ClassVar[type[RunJson]] = IsolationRun
     runs: tuple[IsolationRun, ...]
     reference: Predictions = field(repr=False)
     mode: str = "pre"
@@ -202,21 +229,6 @@ class IsolationResult:
             if (run.anchors, run.layers, run.k) == (anchors, layers, k):
                 return run
         raise KeyError((anchors, layers, k))
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> IsolationResult:
-        """The result :meth:`to_json` wrote (from its ``results`` and ``reference``)."""
-        runs = tuple(IsolationRun.from_json(r) for r in d["results"])
-        return cls(runs, Predictions.from_json(d["reference"]), d["mode"])
-
-    def to_json(self) -> dict[str, Any]:
-        """Numbers only: the one verdict is the isolation claim's (:mod:`anchorlens.experiments.isolation.claim`)."""
-        return {
-            "mode": self.mode,
-            "reference_accuracy": self.reference.accuracy,
-            "results": [r.to_json() for r in self.runs],
-            "reference": self.reference.to_json(),
-        }
 
 
 def isolation(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from anchorlens.core.backends import require_attention_edits
 from anchorlens.core.batch import PromptBatch
@@ -19,7 +19,13 @@ from anchorlens.core.prefix import check_policy, full_prompts_only
 from anchorlens.core.prompts import IclPrompt
 from anchorlens.core.runner import HookSpec, LoopOptions, collect_predictions, predict
 from anchorlens.errors import AnchorlensError
-from anchorlens.experiments.isolation.compute import LAYER_SETS, RunJson, isolation_mask, resolve_layers
+from anchorlens.experiments.isolation.compute import (
+    LAYER_SETS,
+    RunJson,
+    SweepJson,
+    isolation_mask,
+    resolve_layers,
+)
 from anchorlens.experiments.roles.tagging import ISOLATED_ROLES, check_roles, token_roles
 from anchorlens.types import FwdHook, Model, PaddingSide, PrefixPolicy
 
@@ -47,9 +53,10 @@ class RoleIsolationRun(RunJson):
 
 
 @dataclass(frozen=True)
-class RoleIsolationResult:
+class RoleIsolationResult(SweepJson):
     """Every role's isolation runs plus the unmodified reference run."""
 
+    RUN: ClassVar[type[RunJson]] = RoleIsolationRun
     runs: tuple[RoleIsolationRun, ...]
     reference: Predictions = field(repr=False)
     mode: str = "pre"
@@ -59,19 +66,6 @@ class RoleIsolationResult:
             if (run.role, run.layers) == (role, layers):
                 return run
         raise KeyError((role, layers))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "reference_accuracy": self.reference.accuracy,
-            "results": [r.to_json() for r in self.runs],
-            "reference": self.reference.to_json(),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> RoleIsolationResult:
-        runs = tuple(RoleIsolationRun.from_json(r) for r in d["results"])
-        return cls(runs, Predictions.from_json(d["reference"]), d["mode"])
 
 
 def isolate_role(
