@@ -1,9 +1,11 @@
-"""Helpers shared by the tests: small task folders in the format a user's own task takes."""
+"""Helpers shared by the tests: small task folders in the format a user's own task takes, and the arguments
+of a tiny ``anchorlens reproduce``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
 def _write(
@@ -30,3 +32,16 @@ def three_class_task(folder: Path) -> Path:
     texts = [["the world", "a market"], ["the game", "the team"], ["the stock", "a market"]]
     rows = [(f"{t} {w}", y) for y, ts in enumerate(texts) for t in ts for w in ("is good", "was bad", "not")]
     return _write(folder, "Article: {text}\nAnswer:{label}", [" World", " Sports", " Business"], rows, rows)
+
+
+def tiny_reproduce(folder: Path, monkeypatch: Any) -> list[str]:
+    """``anchorlens reproduce`` arguments for :func:`three_class_task` (written to ``folder / "news"``): one
+    isolated layer, one re-weighting epoch, 2 random-top draws; a 3-layer tiny model stands in for every
+    model load (through ``monkeypatch``). Add ``--n``, ``--seeds``, ``--out`` and the rest."""
+    import anchorlens as al
+
+    monkeypatch.setattr(
+        "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
+    )
+    task = str(three_class_task(folder / "news"))
+    return ["reproduce", "--tasks", task, "--k", "1", "--reweight-epochs", "1", "--random-top", "2"]

@@ -18,9 +18,8 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 
-import anchorlens as al
 from anchorlens.cli import main as cli
-from tests.helpers import three_class_task
+from tests.helpers import tiny_reproduce
 from tests.test_docs import ROOT, build
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -153,13 +152,9 @@ def test_screenshots_show_the_quickstart_and_a_flow_view(
 def test_a_report_made_on_a_tiny_model_shows_its_figures_and_views(
     browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
-    )
-    task = str(three_class_task(tmp_path / "news"))
     out = tmp_path / "report"
-    args = ["reproduce", "--tasks", task, "--n", "8", "--seeds", "1", "--k", "1", "--reweight-epochs", "1"]
-    assert cli.main([*args, "--random-top", "2", "--out", str(out), "--quiet"]) == 0
+    args = [*tiny_reproduce(tmp_path, monkeypatch), "--n", "8", "--seeds", "1", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
     url, server = serve(out)
     try:
         found = check_page(browser, urljoin(url, "report.html"))

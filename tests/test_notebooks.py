@@ -3,6 +3,7 @@ from is the code they hold (``scripts/notebooks.py`` records its hash). CI also 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -15,7 +16,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REFRESH = ".venv/bin/python scripts/notebooks.py"
 
 
+@functools.cache
 def _script() -> Any:
+    """scripts/notebooks.py, loaded once: its code_hash is the one the refresh records."""
     spec = importlib.util.spec_from_file_location("refresh_notebooks", ROOT / "scripts" / "notebooks.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

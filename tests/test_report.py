@@ -10,19 +10,23 @@ import anchorlens as al
 from anchorlens.cli import main as cli
 from anchorlens.experiments.registry import EXPERIMENTS
 from anchorlens.render.page import claim_line
-from tests.helpers import three_class_task
+from tests.helpers import three_class_task, tiny_reproduce
 
 
 def test_reproduce_writes_an_offline_report_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
-    )
-    task = str(three_class_task(tmp_path / "news"))
     out = tmp_path / "report"
-    args = ["reproduce", "--tasks", task, "--n", "12", "--seeds", "1,2", "--k", "1", "--reweight-epochs", "1"]
-    args += ["--random-top", "2", "--out", str(out), "--quiet"]
+    args = [
+        *tiny_reproduce(tmp_path, monkeypatch),
+        "--n",
+        "12",
+        "--seeds",
+        "1,2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     results = json.loads((out / "results.json").read_text())
     for name in EXPERIMENTS:
@@ -76,24 +80,8 @@ def test_reproduce_label_regimes_and_stratified_sampling(tmp_path: Path) -> None
 
 
 def test_reproduce_compares_label_regimes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        "anchorlens.core.models.load_model", lambda *a, **k: al.tiny_model(n_layers=3, seed=3)
-    )
-    task = str(three_class_task(tmp_path / "news"))
     out = tmp_path / "report"
-    args = [
-        "reproduce",
-        "--tasks",
-        task,
-        "--n",
-        "9",
-        "--k",
-        "1",
-        "--reweight-epochs",
-        "1",
-        "--random-top",
-        "2",
-    ]
+    args = [*tiny_reproduce(tmp_path, monkeypatch), "--n", "9"]
     args += ["--experiments", "saliency,isolation,deep,reweighting", "--labels", "natural,flipped"]
     assert cli.main([*args, "--out", str(out), "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
